@@ -1,0 +1,254 @@
+//! What a handler knows about its call, and how it shapes the response (IBM's
+//! `FHIROperationContext`).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use actix_web::HttpRequest;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode, Uri};
+use bytes::Bytes;
+
+use crate::definition::{Level, OperationDefinition};
+use crate::outcome::OperationError;
+
+/// The identity of the caller, as the server's authentication established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// A FHIR reference to the caller (`ClientApplication/…`, `Practitioner/…`).
+    pub reference: String,
+}
+
+/// Everything a handler may want to know about its call, and the controls it has over the
+/// response (status, headers). Cheap to clone.
+#[derive(Clone)]
+pub struct OperationContext {
+    inner: Rc<ContextInner>,
+}
+
+struct ContextInner {
+    request: HttpRequest,
+    level: Level,
+    resource_type: Option<String>,
+    id: Option<String>,
+    version_id: Option<String>,
+    base_url: String,
+    definition: std::sync::Arc<OperationDefinition>,
+    response: RefCell<ResponseControl>,
+}
+
+#[derive(Default)]
+struct ResponseControl {
+    status: Option<StatusCode>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl std::fmt::Debug for OperationContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperationContext")
+            .field("method", self.method())
+            .field("uri", self.uri())
+            .field("level", &self.inner.level)
+            .field("resource_type", &self.inner.resource_type)
+            .field("id", &self.inner.id)
+            .field("version_id", &self.inner.version_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the call was addressed: level, resource type, id and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// System, type or instance.
+    pub level: Level,
+    /// The resource type in the URL.
+    pub resource_type: Option<String>,
+    /// The logical id in the URL.
+    pub id: Option<String>,
+    /// The version id in the URL (`_history/{vid}`).
+    pub version_id: Option<String>,
+}
+
+impl OperationContext {
+    /// A context for a call (built by the runtime).
+    pub fn new(
+        request: HttpRequest,
+        target: Target,
+        base_url: String,
+        definition: std::sync::Arc<OperationDefinition>,
+    ) -> OperationContext {
+        OperationContext {
+            inner: Rc::new(ContextInner {
+                request,
+                level: target.level,
+                resource_type: target.resource_type,
+                id: target.id,
+                version_id: target.version_id,
+                base_url,
+                definition,
+                response: RefCell::default(),
+            }),
+        }
+    }
+
+    /// The HTTP method (GET or POST).
+    pub fn method(&self) -> &Method {
+        self.inner.request.method()
+    }
+
+    /// The request URI.
+    pub fn uri(&self) -> &Uri {
+        self.inner.request.uri()
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        self.inner.request.headers()
+    }
+
+    /// The underlying actix request (its `app_data`, connection info, ...).
+    pub fn request(&self) -> &HttpRequest {
+        &self.inner.request
+    }
+
+    /// Shared application state registered with actix's `App::app_data`.
+    pub fn app_data<T: 'static>(&self) -> Option<&T> {
+        self.inner.request.app_data::<T>()
+    }
+
+    /// The level the operation was invoked at.
+    pub fn level(&self) -> Level {
+        self.inner.level
+    }
+
+    /// The resource type of a type or instance call.
+    pub fn resource_type(&self) -> Option<&str> {
+        self.inner.resource_type.as_deref()
+    }
+
+    /// The logical id of an instance call.
+    pub fn id(&self) -> Option<&str> {
+        self.inner.id.as_deref()
+    }
+
+    /// The version id of a call at `[base]/Type/id/_history/vid/$op`.
+    pub fn version_id(&self) -> Option<&str> {
+        self.inner.version_id.as_deref()
+    }
+
+    /// The server's base URL (`http://host/fhir/R4`), for building references and links.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// The definition of the operation being invoked.
+    pub fn definition(&self) -> &OperationDefinition {
+        &self.inner.definition
+    }
+
+    /// Sets the response status (for example 202 Accepted; IBM's mutated status).
+    pub fn set_status(&self, status: StatusCode) {
+        self.inner.response.borrow_mut().status = Some(status);
+    }
+
+    /// Adds a response header. Returns an error for a name or value HTTP does not allow.
+    pub fn insert_header(&self, name: &str, value: &str) -> Result<(), OperationError> {
+        let name = HeaderName::try_from(name)
+            .map_err(|_| OperationError::internal(format!("'{name}' is not a valid header name")))?;
+        let value = HeaderValue::try_from(value)
+            .map_err(|_| OperationError::internal(format!("the value of header '{name}' is not valid")))?;
+        self.inner.response.borrow_mut().headers.push((name, value));
+        Ok(())
+    }
+
+    /// The status and headers the handler asked for (taken once by the runtime).
+    pub(crate) fn take_response_control(&self) -> (Option<StatusCode>, Vec<(HeaderName, HeaderValue)>) {
+        let mut control = self.inner.response.borrow_mut();
+        (control.status.take(), std::mem::take(&mut control.headers))
+    }
+}
+
+/// The resource addressed by an instance-level call (HAPI's `@IdParam IdType`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdParam {
+    /// The resource type in the URL.
+    pub resource_type: String,
+    /// The logical id.
+    pub id: String,
+    /// The version, for `[base]/Type/id/_history/vid/$op`.
+    pub version_id: Option<String>,
+}
+
+impl IdParam {
+    /// `Type/id` or `Type/id/_history/vid`.
+    pub fn to_reference(&self) -> String {
+        match &self.version_id {
+            Some(version_id) => format!("{}/{}/_history/{version_id}", self.resource_type, self.id),
+            None => format!("{}/{}", self.resource_type, self.id),
+        }
+    }
+}
+
+/// How an `#[id_param]` argument is read from the call: `IdParam` for instance-only
+/// operations, `Option<IdParam>` for operations that also run at the type or system level.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an #[id_param] argument",
+    note = "use `IdParam`, or `Option<IdParam>` when the operation also runs at the type or system level"
+)]
+pub trait FromIdParam: Sized {
+    /// Reads the id from the context.
+    fn from_context(context: &OperationContext) -> Result<Self, OperationError>;
+}
+
+fn id_param(context: &OperationContext) -> Option<IdParam> {
+    Some(IdParam {
+        resource_type: context.resource_type()?.to_owned(),
+        id: context.id()?.to_owned(),
+        version_id: context.version_id().map(Into::into),
+    })
+}
+
+impl FromIdParam for IdParam {
+    fn from_context(context: &OperationContext) -> Result<IdParam, OperationError> {
+        id_param(context).ok_or_else(|| OperationError::invalid("this operation needs a resource id in the URL"))
+    }
+}
+
+impl FromIdParam for Option<IdParam> {
+    fn from_context(context: &OperationContext) -> Result<Option<IdParam>, OperationError> {
+        Ok(id_param(context))
+    }
+}
+
+/// The raw request body, for `manual_request` operations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawBody(pub Bytes);
+
+/// Arguments a handler may take besides its parameters: the context, the actix request, and
+/// (with `manual_request`) the raw body.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an operation argument",
+    note = "mark parameters with #[op_param] or #[id_param]; other arguments may be OperationContext, HttpRequest or RawBody"
+)]
+pub trait FromCall: Sized {
+    /// Takes the argument from the call.
+    fn from_call(context: &OperationContext, body: &mut Option<Bytes>) -> Self;
+}
+
+impl FromCall for OperationContext {
+    fn from_call(context: &OperationContext, _body: &mut Option<Bytes>) -> Self {
+        context.clone()
+    }
+}
+
+impl FromCall for HttpRequest {
+    fn from_call(context: &OperationContext, _body: &mut Option<Bytes>) -> Self {
+        context.request().clone()
+    }
+}
+
+impl FromCall for RawBody {
+    fn from_call(_context: &OperationContext, body: &mut Option<Bytes>) -> Self {
+        RawBody(body.take().unwrap_or_default())
+    }
+}

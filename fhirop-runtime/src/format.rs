@@ -1,0 +1,284 @@
+//! Content negotiation and the JSON wire format: which media type and layout a response
+//! uses, what a request body may be, and how a resource is written.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use crate::outcome::{IssueType, OperationError};
+
+/// `application/fhir+json; charset=utf-8`
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+/// `application/json; charset=utf-8`
+pub const PLAIN_JSON: &str = "application/json; charset=utf-8";
+
+/// The deepest JSON nesting a request body may have.
+pub const MAX_JSON_DEPTH: usize = 100;
+
+/// How a response is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResponseFormat {
+    /// `application/json` instead of `application/fhir+json`, because the client asked.
+    pub plain_json: bool,
+    /// `_pretty=true`.
+    pub pretty: bool,
+}
+
+impl ResponseFormat {
+    /// The Content-Type header value.
+    pub fn content_type(self) -> &'static str {
+        if self.plain_json { PLAIN_JSON } else { FHIR_JSON }
+    }
+
+    /// Writes `body` as the response.
+    pub fn respond(self, status: StatusCode, body: &Value) -> HttpResponse {
+        let bytes = if self.pretty {
+            serde_json::to_vec_pretty(body)
+        } else {
+            serde_json::to_vec(body)
+        };
+        match bytes {
+            Ok(bytes) => self.respond_bytes(status, bytes),
+            Err(error) => HttpResponse::InternalServerError()
+                .content_type(FHIR_JSON)
+                .body(format!(
+                    r#"{{"resourceType":"OperationOutcome","issue":[{{"severity":"error","code":"exception","diagnostics":"the response could not be serialized: {}"}}]}}"#,
+                    error.to_string().replace('"', "'")
+                )),
+        }
+    }
+
+    /// Writes already-serialized JSON as the response.
+    pub fn respond_bytes(self, status: StatusCode, body: impl Into<bytes::Bytes>) -> HttpResponse {
+        HttpResponse::build(status)
+            .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(self.content_type())))
+            .body(body.into())
+    }
+
+    /// Writes an error as an OperationOutcome with its status and headers.
+    pub fn respond_error(self, error: &OperationError) -> HttpResponse {
+        tracing::debug!(target: "fhirop::outcome", status = error.status.as_u16(), "{error}");
+        let mut response = self.respond(error.status, &error.outcome.to_json());
+        for (name, value) in &error.headers {
+            if let (Ok(name), Ok(value)) = (
+                header::HeaderName::try_from(*name),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        response
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Acceptable {
+    FhirJson,
+    PlainJson,
+    Xml,
+    Other,
+}
+
+fn classify(media_type: &str) -> Acceptable {
+    match media_type.trim().to_ascii_lowercase().as_str() {
+        "application/fhir+json" | "application/json+fhir" | "json" | "*/*" | "application/*" => Acceptable::FhirJson,
+        "application/json" | "text/json" => Acceptable::PlainJson,
+        "application/fhir+xml"
+        | "application/xml+fhir"
+        | "application/xml"
+        | "text/xml"
+        | "xml"
+        | "html"
+        | "text/html" => Acceptable::Xml,
+        _ => Acceptable::Other,
+    }
+}
+
+/// Chooses the response format from `_format`, `_pretty` and `Accept` (with q-values):
+/// anything that admits JSON gets JSON; only XML (or nothing fhirop writes) → 406.
+pub fn negotiate(request: &HttpRequest) -> Result<ResponseFormat, OperationError> {
+    let mut format_param = None;
+    let mut pretty = false;
+    for (key, value) in form_urlencoded::parse(request.query_string().as_bytes()) {
+        match key.as_ref() {
+            "_format" => format_param = Some(value.into_owned()),
+            "_pretty" => pretty = value == "true",
+            _ => {}
+        }
+    }
+    let plain_json = match format_param {
+        Some(format) => match classify(&format) {
+            Acceptable::FhirJson => false,
+            Acceptable::PlainJson => true,
+            _ => return Err(not_acceptable(&format!("_format={format}"))),
+        },
+        None => match request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+        {
+            None => false,
+            Some(accept) if accept.trim().is_empty() => false,
+            Some(accept) => negotiate_accept(accept)?,
+        },
+    };
+    Ok(ResponseFormat { plain_json, pretty })
+}
+
+/// Picks plain JSON (`true`) or FHIR JSON (`false`) from an Accept header.
+fn negotiate_accept(accept: &str) -> Result<bool, OperationError> {
+    let mut best: Option<(f32, bool)> = None;
+    for range in accept.split(',') {
+        let mut pieces = range.split(';');
+        let media_type = pieces.next().unwrap_or_default();
+        let quality = pieces
+            .filter_map(|piece| piece.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if quality <= 0.0 {
+            continue;
+        }
+        let plain = match classify(media_type) {
+            Acceptable::FhirJson => false,
+            Acceptable::PlainJson => true,
+            Acceptable::Xml | Acceptable::Other => continue,
+        };
+        // On equal quality FHIR JSON wins: it is the more specific answer for a FHIR server.
+        let better = match best {
+            None => true,
+            Some((best_quality, best_plain)) => {
+                quality > best_quality || (quality == best_quality && best_plain && !plain)
+            }
+        };
+        if better {
+            best = Some((quality, plain));
+        }
+    }
+    best.map(|(_, plain)| plain)
+        .ok_or_else(|| not_acceptable(&format!("Accept: {accept}")))
+}
+
+fn not_acceptable(asked: &str) -> OperationError {
+    OperationError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        IssueType::NotSupported,
+        format!(
+            "{asked} admits no format this server writes; it writes application/fhir+json and application/json (XML is not supported)"
+        ),
+    )
+}
+
+/// Checks that a request body is declared as JSON (`application/fhir+json` or
+/// `application/json`; a body without a Content-Type is read as JSON).
+pub fn check_content_type(request: &HttpRequest) -> Result<(), OperationError> {
+    let Some(content_type) = request.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let media_type = content_type
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match media_type.as_str() {
+        "application/fhir+json" | "application/json" | "application/json+fhir" => Ok(()),
+        other => Err(OperationError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            format!("Content-Type '{other}' is not supported; send application/fhir+json or application/json"),
+        )),
+    }
+}
+
+/// Parses a request body as a JSON object, refusing nesting deeper than [`MAX_JSON_DEPTH`]
+/// before the parser sees it.
+pub fn parse_json_object(body: &[u8]) -> Result<Value, OperationError> {
+    if nesting_depth(body) > MAX_JSON_DEPTH {
+        return Err(OperationError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Structure,
+            format!("the JSON body is nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        Ok(_) => Err(OperationError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Structure,
+            "the body must be a JSON object (a FHIR resource)",
+        )),
+        Err(error) => Err(OperationError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Structure,
+            format!("the body is not valid JSON: {error}"),
+        )),
+    }
+}
+
+/// The deepest nesting of arrays and objects, ignoring brackets inside strings.
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_with_q_values() {
+        let plain = |accept: &str| negotiate_accept(accept).unwrap();
+        assert!(!plain("application/fhir+json"));
+        assert!(plain("application/json"));
+        assert!(plain("application/json;q=0.9, application/fhir+json;q=0.8"));
+        assert!(plain("application/fhir+xml, application/json;q=0.1"));
+        assert!(!plain(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert_eq!(
+            negotiate_accept("application/fhir+xml").unwrap_err().status,
+            StatusCode::NOT_ACCEPTABLE
+        );
+        assert!(negotiate_accept("application/json;q=0").is_err());
+    }
+
+    #[test]
+    fn depth_ignores_strings() {
+        assert_eq!(nesting_depth(br#"{"a":[{"b":"[[[[{{{"}]}"#), 3);
+        let deep = "[".repeat(MAX_JSON_DEPTH + 1) + &"]".repeat(MAX_JSON_DEPTH + 1);
+        assert_eq!(
+            parse_json_object(deep.as_bytes()).unwrap_err().outcome.issues[0].code,
+            IssueType::Structure
+        );
+    }
+
+    #[test]
+    fn parser_errors_carry_line_and_column() {
+        let error = parse_json_object(b"{\n  \"a\": }").unwrap_err();
+        let diagnostics = error.outcome.issues[0].diagnostics.clone().unwrap();
+        assert!(diagnostics.contains("line 2 column 8"), "{diagnostics}");
+    }
+}

@@ -1,0 +1,504 @@
+//! The actix-web side: the routes under the base path and the request's way through them
+//! (ARCHITECTURE.md): negotiate → resolve → method rule → bind → handler → response.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use actix_web::http::{Method, StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, Scope, web};
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, StreamExt};
+use serde_json::Value;
+
+use crate::binding::Binder;
+use crate::capability::{ServerInfo, capability_statement};
+use crate::context::{OperationContext, Target};
+use crate::definition::{Level, canonical_url, searchset};
+use crate::format::{ResponseFormat, check_content_type, negotiate, parse_json_object};
+use crate::operation::{IntoOperations, OperationCall};
+use crate::outcome::{IssueType, OperationError};
+use crate::output::OperationOutput;
+use crate::registry::{OperationRegistry, RegisteredOperation, RegistryError, Resolution};
+use crate::resource_types::is_r4_resource_type;
+use crate::types::lexical::is_id;
+
+/// The default request body limit: 16 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The state every route shares.
+#[derive(Debug)]
+pub struct ServerState {
+    registry: Arc<OperationRegistry>,
+    base_path: String,
+    public_base_url: Option<String>,
+    body_limit: usize,
+    info: ServerInfo,
+    extra_resource_types: Vec<String>,
+}
+
+impl ServerState {
+    /// The operation registry.
+    pub fn registry(&self) -> &Arc<OperationRegistry> {
+        &self.registry
+    }
+
+    /// The base path (`/fhir/R4`).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// The largest request body accepted, in bytes.
+    pub fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    /// Whether `name` is a resource type this server knows: an R4 one or one it declares.
+    pub fn is_resource_type(&self, name: &str) -> bool {
+        is_r4_resource_type(name) || self.extra_resource_types.iter().any(|extra| extra == name)
+    }
+
+    /// The base URL as clients see it: the configured one, or scheme and host of the request.
+    pub fn base_url(&self, request: &HttpRequest) -> String {
+        match &self.public_base_url {
+            Some(url) => url.clone(),
+            None => {
+                let connection = request.connection_info();
+                format!("{}://{}{}", connection.scheme(), connection.host(), self.base_path)
+            }
+        }
+    }
+}
+
+/// A FHIR server's operation endpoints, ready to mount in an actix-web `App`.
+///
+/// ```no_run
+/// # use fhirop_runtime::server::FhirServer;
+/// # async fn run() -> std::io::Result<()> {
+/// let fhir = FhirServer::builder().base_path("/fhir/R4").build().expect("no clashes");
+/// actix_web::HttpServer::new(move || actix_web::App::new().service(fhir.scope()))
+///     .bind("127.0.0.1:8080")?
+///     .run()
+///     .await
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct FhirServer {
+    state: Arc<ServerState>,
+}
+
+/// Configures a [`FhirServer`].
+#[derive(Debug)]
+pub struct FhirServerBuilder {
+    state: ServerState,
+    pending: Vec<crate::operation::Operation>,
+}
+
+impl FhirServer {
+    /// Starts configuring a server.
+    pub fn builder() -> FhirServerBuilder {
+        FhirServerBuilder {
+            state: ServerState {
+                registry: Arc::new(OperationRegistry::new()),
+                base_path: "/fhir/R4".into(),
+                public_base_url: None,
+                body_limit: DEFAULT_BODY_LIMIT,
+                info: ServerInfo::default(),
+                extra_resource_types: Vec::new(),
+            },
+            pending: Vec::new(),
+        }
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+
+    /// The operation registry (to add or remove operations at run time).
+    pub fn registry(&self) -> &Arc<OperationRegistry> {
+        &self.state.registry
+    }
+
+    /// An actix `Scope` at the base path with `metadata`, `OperationDefinition` and every
+    /// operation route. Add your own services to it before mounting it; paths it does not
+    /// know answer 404 with an OperationOutcome.
+    pub fn scope(&self) -> Scope {
+        let state = web::Data::from(self.state.clone());
+        web::scope(&self.state.base_path)
+            .app_data(state)
+            .service(web::resource("/metadata").to(metadata_route))
+            .service(web::resource("/OperationDefinition").to(definitions_route))
+            .service(web::resource("/OperationDefinition/{id}").to(definition_route))
+            .service(web::resource(r"/{op:\$[^/]+}").to(operation_route))
+            .service(web::resource(r"/{type}/{op:\$[^/]+}").to(operation_route))
+            .service(web::resource(r"/{type}/{id}/{op:\$[^/]+}").to(operation_route))
+            .service(web::resource(r"/{type}/{id}/_history/{vid}/{op:\$[^/]+}").to(operation_route))
+            .default_service(web::to(unknown_route))
+    }
+}
+
+impl FhirServerBuilder {
+    /// The path everything is served under (default `/fhir/R4`; `""` for the root).
+    pub fn base_path(mut self, base_path: &str) -> Self {
+        self.state.base_path = base_path.trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// The base URL clients use, when it is not what the request's Host says (a proxy).
+    pub fn public_base_url(mut self, url: &str) -> Self {
+        self.state.public_base_url = Some(url.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// The largest request body accepted (default 16 MiB); larger → 413.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.state.body_limit = bytes;
+        self
+    }
+
+    /// What the CapabilityStatement says about the software.
+    pub fn server_info(mut self, info: ServerInfo) -> Self {
+        self.state.info = info;
+        self
+    }
+
+    /// Declares a server-specific resource type (such as `Bot`) next to R4's.
+    pub fn resource_type(mut self, name: &str) -> Self {
+        self.state.extra_resource_types.push(name.into());
+        self
+    }
+
+    /// Adds an operation or a provider's operations: `#[operation]` functions (through
+    /// `operations![..]`) and `#[provider]` impls.
+    pub fn provider(mut self, provider: impl IntoOperations) -> Self {
+        self.pending.extend(provider.into_operations());
+        self
+    }
+
+    /// Adds operations (`operations![everything, hello]`).
+    pub fn operations(self, operations: impl IntoOperations) -> Self {
+        self.provider(operations)
+    }
+
+    /// Registers everything; fails when two operations clash.
+    pub fn build(self) -> Result<FhirServer, RegistryError> {
+        for operation in self.pending {
+            self.state.registry.register(operation)?;
+        }
+        Ok(FhirServer {
+            state: Arc::new(self.state),
+        })
+    }
+}
+
+async fn metadata_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
+    let format = match negotiate(&request) {
+        Ok(format) => format,
+        Err(error) => return ResponseFormat::default().respond_error(&error),
+    };
+    if request.method() != Method::GET {
+        return format.respond_error(&method_not_allowed("GET"));
+    }
+    let base_url = state.base_url(&request);
+    let snapshot = state.registry.snapshot();
+    if !format.pretty
+        && let Some((cached_base, bytes)) = snapshot.capability_cache.get()
+        && *cached_base == base_url
+    {
+        return format.respond_bytes(StatusCode::OK, bytes.clone());
+    }
+    let statement = capability_statement(&snapshot, &state.info, &base_url);
+    if format.pretty {
+        return format.respond(StatusCode::OK, &statement);
+    }
+    match serde_json::to_vec(&statement) {
+        Ok(bytes) => {
+            let bytes = Bytes::from(bytes);
+            // Only the first base URL is cached; requests under another Host get a fresh one.
+            let _ = snapshot.capability_cache.set((base_url, bytes.clone()));
+            format.respond_bytes(StatusCode::OK, bytes)
+        }
+        Err(error) => format.respond_error(&OperationError::internal(error.to_string())),
+    }
+}
+
+fn definition_json(operation: &RegisteredOperation, base_url: &str) -> Value {
+    let mut json = operation.definition.to_json();
+    if operation.definition.url.is_none()
+        && let Value::Object(members) = &mut json
+    {
+        // `url` belongs after `extension` and before `name`; rebuilding keeps FHIR's order.
+        let url = canonical_url(base_url, &operation.definition.id);
+        let mut ordered = serde_json::Map::new();
+        for (key, value) in std::mem::take(members) {
+            if key == "name" {
+                ordered.insert("url".into(), url.clone().into());
+            }
+            ordered.insert(key, value);
+        }
+        *members = ordered;
+    }
+    json
+}
+
+async fn definitions_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
+    let format = match negotiate(&request) {
+        Ok(format) => format,
+        Err(error) => return ResponseFormat::default().respond_error(&error),
+    };
+    if request.method() != Method::GET {
+        return format.respond_error(&method_not_allowed("GET"));
+    }
+    let base_url = state.base_url(&request);
+    let snapshot = state.registry.snapshot();
+    let definitions: Vec<Value> = snapshot
+        .operations()
+        .iter()
+        .map(|operation| definition_json(operation, &base_url))
+        .collect();
+    let self_url = format!("{base_url}/OperationDefinition");
+    format.respond(StatusCode::OK, &searchset(&definitions, &self_url))
+}
+
+async fn definition_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
+    let format = match negotiate(&request) {
+        Ok(format) => format,
+        Err(error) => return ResponseFormat::default().respond_error(&error),
+    };
+    if request.method() != Method::GET {
+        return format.respond_error(&method_not_allowed("GET"));
+    }
+    let id = request.match_info().get("id").unwrap_or_default();
+    let snapshot = state.registry.snapshot();
+    match snapshot.by_id(id) {
+        Some(operation) => format.respond(StatusCode::OK, &definition_json(operation, &state.base_url(&request))),
+        None => format.respond_error(&OperationError::not_found(format!(
+            "OperationDefinition/{id} is not known to this server"
+        ))),
+    }
+}
+
+async fn unknown_route(request: HttpRequest) -> HttpResponse {
+    let format = negotiate(&request).unwrap_or_default();
+    format.respond_error(&OperationError::new(
+        StatusCode::NOT_FOUND,
+        IssueType::NotSupported,
+        format!(
+            "{} {} is not a FHIR endpoint of this server",
+            request.method(),
+            request.path()
+        ),
+    ))
+}
+
+fn method_not_allowed(allow: &'static str) -> OperationError {
+    OperationError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        IssueType::NotSupported,
+        format!("this endpoint accepts {allow}"),
+    )
+    .with_header("Allow", allow)
+}
+
+async fn operation_route(request: HttpRequest, payload: web::Payload, state: web::Data<ServerState>) -> HttpResponse {
+    let format = match negotiate(&request) {
+        Ok(format) => format,
+        Err(error) => return ResponseFormat::default().respond_error(&error),
+    };
+    match invoke(&request, payload, &state, format).await {
+        Ok(response) => response,
+        Err(error) => format.respond_error(&error),
+    }
+}
+
+/// Reads the target of an operation call from the matched path.
+fn target(request: &HttpRequest, state: &ServerState) -> Result<(Target, String), OperationError> {
+    let info = request.match_info();
+    let code = info.get("op").unwrap_or_default().trim_start_matches('$').to_owned();
+    let resource_type = info.get("type").map(str::to_owned);
+    let id = info.get("id").map(str::to_owned);
+    let version_id = info.get("vid").map(str::to_owned);
+    if let Some(resource_type) = &resource_type
+        && !state.is_resource_type(resource_type)
+    {
+        return Err(OperationError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotSupported,
+            format!("'{resource_type}' is not a resource type this server knows"),
+        ));
+    }
+    for (what, value) in [("resource id", &id), ("version id", &version_id)] {
+        if let Some(value) = value
+            && !is_id(value)
+        {
+            return Err(OperationError::invalid(format!(
+                "'{value}' is not a valid {what}: expected 1 to 64 characters of A-Z, a-z, 0-9, '-' and '.'"
+            )));
+        }
+    }
+    let level = match (&resource_type, &id) {
+        (None, _) => Level::System,
+        (Some(_), None) => Level::Type,
+        (Some(_), Some(_)) => Level::Instance,
+    };
+    Ok((
+        Target {
+            level,
+            resource_type,
+            id,
+            version_id,
+        },
+        code,
+    ))
+}
+
+fn resolve(state: &ServerState, target: &Target, code: &str) -> Result<Arc<RegisteredOperation>, OperationError> {
+    let snapshot = state.registry.snapshot();
+    match snapshot.resolve(target.level, target.resource_type.as_deref(), code) {
+        Resolution::Found(operation) => Ok(operation),
+        Resolution::WrongLevel(candidates) => {
+            let supported: Vec<String> = candidates
+                .iter()
+                .map(|operation| operation.definition.describe_levels())
+                .collect();
+            let at = match &target.resource_type {
+                Some(resource_type) => format!("the {} level of {resource_type}", target.level.name()),
+                None => "the system level".to_owned(),
+            };
+            Err(OperationError::new(
+                StatusCode::NOT_FOUND,
+                IssueType::NotSupported,
+                format!(
+                    "operation ${code} is not supported at {at}; it is supported at: {}",
+                    supported.join("; ")
+                ),
+            ))
+        }
+        Resolution::Unknown => Err(OperationError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotSupported,
+            format!("operation ${code} is not known to this server"),
+        )),
+    }
+}
+
+async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, OperationError> {
+    let too_large = || {
+        OperationError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueType::TooLong,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok())
+        .and_then(|length| length.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|error| OperationError::invalid(format!("the request body could not be read: {error}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+async fn invoke(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &ServerState,
+    format: ResponseFormat,
+) -> Result<HttpResponse, OperationError> {
+    let (target, code) = target(request, state)?;
+    let operation = resolve(state, &target, &code)?;
+    let definition = &operation.definition;
+    let allow = if definition.affects_state { "POST" } else { "GET, POST" };
+    let is_get = match *request.method() {
+        Method::GET => true,
+        Method::POST => false,
+        _ => return Err(method_not_allowed(allow)),
+    };
+    if is_get && definition.affects_state {
+        return Err(OperationError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            IssueType::NotSupported,
+            format!("operation ${code} affects state, so it must be invoked with POST"),
+        )
+        .with_header("Allow", "POST"));
+    }
+
+    let query = form_urlencoded::parse(request.query_string().as_bytes()).collect::<Vec<_>>();
+    let mut raw_body = None;
+    let params = if operation.manual_request {
+        raw_body = Some(read_body(request, payload, state.body_limit).await?);
+        Default::default()
+    } else {
+        let mut binder = Binder::new(definition);
+        binder.add_query(query.iter().map(|(key, value)| (key.as_ref(), value.as_ref())))?;
+        if !is_get {
+            let body = read_body(request, payload, state.body_limit).await?;
+            if !body.is_empty() {
+                check_content_type(request)?;
+                let json = parse_json_object(&body)?;
+                if json.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
+                    binder.add_parameters(json)?;
+                } else if let Err(json) = binder.add_bare_resource(json) {
+                    let given = json
+                        .get("resourceType")
+                        .and_then(Value::as_str)
+                        .unwrap_or("a JSON object without resourceType");
+                    return Err(OperationError::new(
+                        StatusCode::BAD_REQUEST,
+                        IssueType::Invalid,
+                        format!(
+                            "expected a Parameters resource, got {given}; a bare resource is accepted only by operations with exactly one resource parameter"
+                        ),
+                    ));
+                }
+            }
+        }
+        binder.finish()?
+    };
+
+    let context = OperationContext::new(request.clone(), target, state.base_url(request), definition.clone());
+    let call = OperationCall {
+        context: context.clone(),
+        params,
+        body: raw_body,
+    };
+    let handler = operation.handler.clone();
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(call))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    let output = match outcome {
+        Ok(output) => output?,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(operation = %definition.id, "operation handler panicked: {message}");
+            return Err(OperationError::internal(format!(
+                "operation ${code} failed unexpectedly; the server logged the details"
+            )));
+        }
+    };
+    let (status, headers) = context.take_response_control();
+    let mut response = match output {
+        OperationOutput::Resource(body) => format.respond(status.unwrap_or(StatusCode::OK), &body),
+        OperationOutput::Http(response) => response,
+    };
+    for (name, value) in headers {
+        response.headers_mut().append(name, value);
+    }
+    Ok(response)
+}

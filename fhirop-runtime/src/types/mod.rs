@@ -1,0 +1,450 @@
+//! How Rust types become operation parameters: the traits the macros call, and their
+//! implementations for Rust and FHIR primitives, complex types, resources and search types.
+//!
+//! Three concerns, three traits, kept apart (axum's extractors, poem's `Type` /
+//! `ParseFromJSON` / `ToJSON`):
+//! - [`FhirParam`]: how one value is described in an OperationDefinition and read from one
+//!   `Parameters.parameter` entry or one query-string value;
+//! - [`OperationArg`]: cardinality, by blanket impls (`T` = 1..1, `Option<T>` = 0..1,
+//!   `Vec<T>` = 0..*);
+//! - [`ToParamValue`] / [`ToParamValues`]: how a value is written into an output `Parameters`.
+
+pub mod complex;
+pub mod lexical;
+pub mod primitives;
+pub mod resource;
+pub mod search;
+
+use serde_json::Value;
+
+use crate::definition::{Max, ParamDefinition};
+
+/// The shape of a parameter's value, which decides where it may come from (GET admits only
+/// primitive and search-typed values) and which `Parameters` member carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A FHIR primitive (`value[x]` with a primitive type; a plain query value).
+    Primitive,
+    /// A FHIR search-parameter type (`searchType`), carried as a string.
+    Search,
+    /// A FHIR complex datatype (`value[x]` with an object).
+    Complex,
+    /// A resource (`resource`).
+    Resource,
+    /// A multi-part parameter (`part`).
+    Tuple,
+}
+
+impl ParamKind {
+    /// Whether a value of this kind may be given in a query string (FHIR's GET rule).
+    pub fn is_simple(self) -> bool {
+        matches!(self, ParamKind::Primitive | ParamKind::Search)
+    }
+}
+
+/// How a Rust type appears in an OperationDefinition.
+#[derive(Debug, Clone)]
+pub struct TypeInfo {
+    /// Primitive, complex, resource, search or tuple.
+    pub kind: ParamKind,
+    /// `OperationDefinition.parameter.type` (`string` for search types, none for tuples).
+    pub fhir_type: Option<&'static str>,
+    /// `OperationDefinition.parameter.searchType`.
+    pub search_type: Option<&'static str>,
+    /// The parts of a tuple.
+    pub parts: Vec<ParamDefinition>,
+}
+
+impl TypeInfo {
+    /// A primitive, complex or resource type.
+    pub fn fhir(kind: ParamKind, fhir_type: &'static str) -> TypeInfo {
+        TypeInfo {
+            kind,
+            fhir_type: Some(fhir_type),
+            search_type: None,
+            parts: Vec::new(),
+        }
+    }
+
+    /// A search-parameter type: FHIR says its `type` is `string`.
+    pub fn search(search_type: &'static str) -> TypeInfo {
+        TypeInfo {
+            kind: ParamKind::Search,
+            fhir_type: Some("string"),
+            search_type: Some(search_type),
+            parts: Vec::new(),
+        }
+    }
+
+    /// A multi-part parameter.
+    pub fn tuple(parts: Vec<ParamDefinition>) -> TypeInfo {
+        TypeInfo {
+            kind: ParamKind::Tuple,
+            fhir_type: None,
+            search_type: None,
+            parts,
+        }
+    }
+}
+
+/// One occurrence of a parameter, as the request gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    /// A query-string value (or a search-typed value sent as `valueString`), with the
+    /// `:modifier` of its name if it had one.
+    Text {
+        /// The decoded value.
+        text: String,
+        /// `exact` for `name:exact=...`.
+        modifier: Option<String>,
+    },
+    /// A `value[x]` member of a `Parameters.parameter`.
+    Value {
+        /// The FHIR type named by the member (`date` for `valueDate`, `Coding` for `valueCoding`).
+        fhir_type: String,
+        /// The JSON value.
+        value: Value,
+    },
+    /// A `resource` member (or a bare resource body).
+    Resource(Value),
+    /// The `part` members of a multi-part parameter.
+    Parts(BoundParams),
+}
+
+impl ParamValue {
+    /// The text of a primitive value, whether it came from the query or from `value[x]`.
+    pub fn primitive_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self {
+            ParamValue::Text { text, .. } => Some(text.as_str().into()),
+            ParamValue::Value {
+                value: Value::String(text),
+                ..
+            } => Some(text.as_str().into()),
+            ParamValue::Value {
+                value: Value::Bool(flag),
+                ..
+            } => Some(flag.to_string().into()),
+            ParamValue::Value {
+                value: Value::Number(number),
+                ..
+            } => Some(number.to_string().into()),
+            _ => None,
+        }
+    }
+
+    /// A short description of what this value is, for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ParamValue::Text { .. } => "a query value".into(),
+            ParamValue::Value { fhir_type, .. } => format!("a value{}", value_suffix(fhir_type)),
+            ParamValue::Resource(resource) => format!(
+                "a {} resource",
+                resource
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("resource")
+            ),
+            ParamValue::Parts(_) => "a multi-part value".into(),
+        }
+    }
+}
+
+/// `valueCodeableConcept` for `CodeableConcept`, `valueDate` for `date`.
+pub fn value_suffix(fhir_type: &str) -> String {
+    let mut chars = fhir_type.chars();
+    match chars.next() {
+        Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+/// The parameters of one call, grouped by name in the order they first appeared.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BoundParams {
+    entries: Vec<(String, Vec<ParamValue>)>,
+}
+
+impl BoundParams {
+    /// No parameters.
+    pub fn new() -> BoundParams {
+        BoundParams::default()
+    }
+
+    /// Adds one occurrence of `name`.
+    pub fn push(&mut self, name: &str, value: ParamValue) {
+        match self.entries.iter_mut().find(|(existing, _)| existing == name) {
+            Some((_, values)) => values.push(value),
+            None => self.entries.push((name.to_owned(), vec![value])),
+        }
+    }
+
+    /// Adds every occurrence of `name`.
+    pub fn extend(&mut self, name: &str, values: Vec<ParamValue>) {
+        for value in values {
+            self.push(name, value);
+        }
+    }
+
+    /// The occurrences of `name`.
+    pub fn get(&self, name: &str) -> &[ParamValue] {
+        self.entries
+            .iter()
+            .find(|(existing, _)| existing == name)
+            .map_or(&[], |(_, values)| values.as_slice())
+    }
+
+    /// Removes and returns the occurrences of `name`.
+    pub fn take(&mut self, name: &str) -> Vec<ParamValue> {
+        match self.entries.iter().position(|(existing, _)| existing == name) {
+            Some(index) => self.entries.remove(index).1,
+            None => Vec::new(),
+        }
+    }
+
+    /// Every name with its occurrences, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[ParamValue])> {
+        self.entries
+            .iter()
+            .map(|(name, values)| (name.as_str(), values.as_slice()))
+    }
+
+    /// Whether no parameter was given.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The `Parameters.parameter` entries for these values.
+    pub fn to_parameter_entries(&self) -> Vec<Value> {
+        let mut entries = Vec::new();
+        for (name, values) in &self.entries {
+            for value in values {
+                entries.push(parameter_entry(name, value));
+            }
+        }
+        entries
+    }
+
+    /// A `Parameters` resource holding these values.
+    pub fn into_parameters_resource(self) -> Value {
+        let mut parameters = serde_json::Map::new();
+        parameters.insert("resourceType".into(), "Parameters".into());
+        let entries = self.to_parameter_entries();
+        if !entries.is_empty() {
+            parameters.insert("parameter".into(), entries.into());
+        }
+        Value::Object(parameters)
+    }
+}
+
+fn parameter_entry(name: &str, value: &ParamValue) -> Value {
+    let mut entry = serde_json::Map::new();
+    entry.insert("name".into(), name.into());
+    match value {
+        ParamValue::Text { text, .. } => {
+            entry.insert("valueString".into(), text.as_str().into());
+        }
+        ParamValue::Value { fhir_type, value } => {
+            entry.insert(format!("value{}", value_suffix(fhir_type)), value.clone());
+        }
+        ParamValue::Resource(resource) => {
+            entry.insert("resource".into(), resource.clone());
+        }
+        ParamValue::Parts(parts) => {
+            entry.insert("part".into(), parts.to_parameter_entries().into());
+        }
+    }
+    Value::Object(entry)
+}
+
+/// A type that can be one operation parameter value.
+///
+/// Implemented for Rust primitives (`String`, `bool`, `i32`, `i64`, `u32`, `f64`), the FHIR
+/// primitives in [`primitives`], the complex types in [`complex`], resources in [`resource`],
+/// the search types in [`search`], and by `#[derive(Parameters)]` for multi-part parameters.
+/// Your own serde types join with [`crate::complex_type!`] and [`crate::resource_type!`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an operation parameter",
+    label = "not a FHIR parameter type",
+    note = "use a FHIR type from fhirop::types, or declare your serde type with `fhirop::complex_type!` / `fhirop::resource_type!`"
+)]
+pub trait FhirParam: Sized {
+    /// How the type is described in an OperationDefinition.
+    fn type_info() -> TypeInfo;
+
+    /// Reads one occurrence. The runtime has already checked its kind and its lexical form
+    /// against [`FhirParam::type_info`]; the error text says what was expected.
+    fn from_param(value: ParamValue) -> Result<Self, String>;
+}
+
+/// An operation argument: a [`FhirParam`] with its cardinality.
+///
+/// `T` is 1..1, `Option<T>` is 0..1 and `Vec<T>` is 0..* (repetitions; HAPI's `List<T>`,
+/// AND semantics for search types).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an operation parameter",
+    note = "an #[op_param] argument is `T`, `Option<T>` or `Vec<T>` where `T` is a FHIR parameter type"
+)]
+pub trait OperationArg: Sized {
+    /// `OperationDefinition.parameter.min`.
+    const MIN: u32;
+    /// `OperationDefinition.parameter.max`.
+    const MAX: Max;
+
+    /// How the value type is described.
+    fn type_info() -> TypeInfo;
+
+    /// Builds the argument from every occurrence of the parameter (cardinality already
+    /// checked by the runtime).
+    fn from_values(values: Vec<ParamValue>) -> Result<Self, String>;
+}
+
+impl<T: FhirParam> OperationArg for T {
+    const MIN: u32 = 1;
+    const MAX: Max = Max::Count(1);
+
+    fn type_info() -> TypeInfo {
+        T::type_info()
+    }
+
+    fn from_values(values: Vec<ParamValue>) -> Result<Self, String> {
+        match values.into_iter().next() {
+            Some(value) => T::from_param(value),
+            None => Err("the parameter is required".into()),
+        }
+    }
+}
+
+impl<T: FhirParam> OperationArg for Option<T> {
+    const MIN: u32 = 0;
+    const MAX: Max = Max::Count(1);
+
+    fn type_info() -> TypeInfo {
+        T::type_info()
+    }
+
+    fn from_values(values: Vec<ParamValue>) -> Result<Self, String> {
+        values.into_iter().next().map(T::from_param).transpose()
+    }
+}
+
+impl<T: FhirParam> OperationArg for Vec<T> {
+    const MIN: u32 = 0;
+    const MAX: Max = Max::Unbounded;
+
+    fn type_info() -> TypeInfo {
+        T::type_info()
+    }
+
+    fn from_values(values: Vec<ParamValue>) -> Result<Self, String> {
+        values.into_iter().map(T::from_param).collect()
+    }
+}
+
+/// Marks argument types an idempotent (GET-able) operation may take: primitives, search
+/// types, and anything optional. A *required* complex or resource parameter would make the
+/// operation impossible to call with GET, which FHIR allows for every idempotent operation.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is a required complex or resource parameter, so this idempotent operation could not be invoked with GET",
+    label = "required, and not a primitive or search type",
+    note = "FHIR allows GET for an operation that does not affect state only when every parameter is primitive",
+    note = "make it optional (`Option<{Self}>`) or declare the operation with `idempotent = false`"
+)]
+pub trait GetSafe {}
+
+impl<T: FhirParam> GetSafe for Option<T> {}
+impl<T: FhirParam> GetSafe for Vec<T> {}
+
+/// A value that can be written into an output `Parameters` entry.
+pub trait ToParamValue {
+    /// The value as a `Parameters.parameter` member.
+    fn to_param_value(self) -> ParamValue;
+}
+
+/// One output parameter's occurrences: `T` gives one, `Option<T>` zero or one, `Vec<T>` any.
+pub trait ToParamValues {
+    /// Every occurrence.
+    fn to_param_values(self) -> Vec<ParamValue>;
+}
+
+impl<T: ToParamValue> ToParamValues for T {
+    fn to_param_values(self) -> Vec<ParamValue> {
+        vec![self.to_param_value()]
+    }
+}
+
+impl<T: ToParamValue> ToParamValues for Option<T> {
+    fn to_param_values(self) -> Vec<ParamValue> {
+        self.map(ToParamValue::to_param_value).into_iter().collect()
+    }
+}
+
+impl<T: ToParamValue> ToParamValues for Vec<T> {
+    fn to_param_values(self) -> Vec<ParamValue> {
+        self.into_iter().map(ToParamValue::to_param_value).collect()
+    }
+}
+
+/// Implements [`FhirParam`], [`ToParamValue`] and [`GetSafe`] for a serde type that holds a
+/// FHIR complex datatype, so it can be an operation parameter.
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Address { city: Option<String> }
+/// fhirop_runtime::complex_type!(Address, "Address");
+/// ```
+#[macro_export]
+macro_rules! complex_type {
+    ($rust_type:ty, $fhir_type:literal) => {
+        impl $crate::types::FhirParam for $rust_type {
+            fn type_info() -> $crate::types::TypeInfo {
+                $crate::types::TypeInfo::fhir($crate::types::ParamKind::Complex, $fhir_type)
+            }
+            fn from_param(value: $crate::types::ParamValue) -> ::std::result::Result<Self, ::std::string::String> {
+                $crate::types::complex::deserialize_value(value, $fhir_type)
+            }
+        }
+        impl $crate::types::ToParamValue for $rust_type {
+            fn to_param_value(self) -> $crate::types::ParamValue {
+                $crate::types::complex::serialize_value(&self, $fhir_type)
+            }
+        }
+    };
+}
+
+/// Implements [`FhirParam`] and [`ToParamValue`] for a serde type that holds one FHIR resource
+/// type, and makes it an operation output that is returned as the response body.
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// #[serde(tag = "resourceType")]
+/// struct Patient { id: Option<String> }
+/// fhirop_runtime::resource_type!(Patient, "Patient");
+/// ```
+#[macro_export]
+macro_rules! resource_type {
+    ($rust_type:ty, $fhir_type:literal) => {
+        impl $crate::types::FhirParam for $rust_type {
+            fn type_info() -> $crate::types::TypeInfo {
+                $crate::types::TypeInfo::fhir($crate::types::ParamKind::Resource, $fhir_type)
+            }
+            fn from_param(value: $crate::types::ParamValue) -> ::std::result::Result<Self, ::std::string::String> {
+                $crate::types::resource::deserialize_resource(value, $fhir_type)
+            }
+        }
+        impl $crate::types::ToParamValue for $rust_type {
+            fn to_param_value(self) -> $crate::types::ParamValue {
+                $crate::types::resource::serialize_resource(&self)
+            }
+        }
+        impl $crate::output::IntoOperationOutput for $rust_type {
+            fn out_params() -> ::std::vec::Vec<$crate::definition::ParamDefinition> {
+                $crate::output::return_resource($fhir_type)
+            }
+            fn into_output(
+                self,
+            ) -> ::std::result::Result<$crate::output::OperationOutput, $crate::outcome::OperationError> {
+                $crate::output::resource_output(&self)
+            }
+        }
+    };
+}

@@ -1,0 +1,43 @@
+//! The server's configuration: one struct, every flag also readable from the environment.
+//! Defaults live here only; tests build a `Config` directly.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// The fhirop example server.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "fhirop-server",
+    version,
+    about = "A FHIR R4 server whose operations are written with fhirop"
+)]
+pub struct Config {
+    /// The address to listen on (port 0 picks a free port).
+    #[arg(long, env = "FHIROP_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// The path the FHIR API is served under.
+    #[arg(long, env = "FHIROP_BASE_PATH", default_value = "/fhir/R4")]
+    pub base_path: String,
+
+    /// The largest request body accepted, in bytes (larger → 413).
+    #[arg(long, env = "FHIROP_BODY_LIMIT", default_value_t = fhirop::server::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+
+    /// HTTP worker threads (default: one per CPU core).
+    #[arg(long, env = "FHIROP_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl Config {
+    /// A configuration for tests: a free loopback port and the defaults otherwise.
+    pub fn for_tests() -> Config {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            base_path: "/fhir/R4".into(),
+            body_limit: fhirop::server::DEFAULT_BODY_LIMIT,
+            workers: Some(2),
+        }
+    }
+}
