@@ -347,3 +347,136 @@ fn parse_max(max: &darling::util::SpannedValue<String>, errors: &mut Accumulator
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn model(args: proc_macro2::TokenStream, function: proc_macro2::TokenStream) -> Result<OperationModel, String> {
+        let mut function: syn::ItemFn = syn::parse2(function).unwrap();
+        let mut errors = darling::Error::accumulator();
+        let description = doc_text(&function.attrs);
+        let model = errors
+            .handle(parse_operation_args(args))
+            .and_then(|args| OperationModel::from_signature(args, &mut function.sig, description, false, &mut errors));
+        match (errors.finish(), model) {
+            (Ok(()), Some(model)) => Ok(model),
+            (Err(error), _) => Err(error.to_string()),
+            (Ok(()), None) => Err("no model".into()),
+        }
+    }
+
+    #[test]
+    fn levels_are_inferred_as_hapi_does() {
+        let levels = |model: OperationModel| (model.system, model.type_level, model.instance);
+        let system = model(
+            quote!(name = "$a"),
+            quote!(
+                async fn a() {}
+            ),
+        )
+        .unwrap();
+        assert_eq!(levels(system), (true, false, false));
+        let type_level = model(
+            quote!(name = "$a", resource = "Patient"),
+            quote!(
+                async fn a() {}
+            ),
+        )
+        .unwrap();
+        assert_eq!(levels(type_level), (false, true, false));
+        let instance = model(
+            quote!(name = "$a", resource = "Patient"),
+            quote!(
+                async fn a(#[id_param] id: IdParam) {}
+            ),
+        )
+        .unwrap();
+        assert_eq!(levels(instance), (false, false, true));
+        let both = model(
+            quote!(name = "$a", resource = "Patient"),
+            quote!(
+                async fn a(#[id_param] id: Option<IdParam>) {}
+            ),
+        )
+        .unwrap();
+        assert_eq!(levels(both), (false, true, true));
+    }
+
+    #[test]
+    fn parameters_take_names_docs_and_overrides() {
+        let model = model(
+            quote!(name = "$a"),
+            quote! {
+                /// Does a.
+                async fn a(
+                    /// The start.
+                    #[op_param] start: Date,
+                    #[op_param(name = "_count", min = 1, max = "*")] count: Vec<u32>,
+                    context: OperationContext,
+                ) {}
+            },
+        )
+        .unwrap();
+        assert_eq!(model.description, "Does a.");
+        assert_eq!(model.code, "a");
+        let names: Vec<_> = model
+            .args
+            .iter()
+            .map(|arg| match arg {
+                ArgModel::Param {
+                    name,
+                    documentation,
+                    min,
+                    ..
+                } => format!("{name}:{documentation}:{min:?}"),
+                ArgModel::Id { .. } => "id".into(),
+                ArgModel::Context { .. } => "context".into(),
+            })
+            .collect();
+        assert_eq!(names, ["start:The start.:None", "_count::Some(1)", "context"]);
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once() {
+        let error = model(
+            quote!(name = "$bad code", instance = true),
+            quote!(
+                fn a(#[op_param] x: u32, #[op_param(name = "x")] y: u32) {}
+            ),
+        )
+        .unwrap_err();
+        for expected in [
+            "must be `async fn`",
+            "duplicate parameter name `x`",
+            "is not an operation code",
+            "needs the resource types",
+        ] {
+            assert!(error.contains(expected), "{expected} missing from: {error}");
+        }
+    }
+
+    #[test]
+    fn argument_markers_and_docs_are_stripped() {
+        let mut function: syn::ItemFn = syn::parse2(quote!(
+            async fn a(
+                /// doc
+                #[op_param]
+                #[allow(unused)]
+                x: u32,
+            ) {
+            }
+        ))
+        .unwrap();
+        let mut errors = darling::Error::accumulator();
+        let args = parse_operation_args(quote!(name = "$a")).unwrap();
+        OperationModel::from_signature(args, &mut function.sig, String::new(), false, &mut errors).unwrap();
+        errors.finish().unwrap();
+        let FnArg::Typed(typed) = &function.sig.inputs[0] else {
+            panic!("a typed argument")
+        };
+        assert_eq!(typed.attrs.len(), 1);
+        assert!(typed.attrs[0].path().is_ident("allow"));
+    }
+}

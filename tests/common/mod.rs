@@ -1,0 +1,159 @@
+//! Shared by the black-box tests: a real server on a free loopback port, and a small HTTP
+//! client that never turns a status into an error.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::thread;
+
+use fhirop::server::FhirServer;
+use serde_json::Value;
+
+/// A server running on its own thread with its own actix system.
+pub struct TestServer {
+    /// `http://127.0.0.1:{port}/fhir/R4`
+    pub base_url: String,
+    /// The listening address.
+    pub addr: std::net::SocketAddr,
+}
+
+impl TestServer {
+    /// Serves `fhir` under its base path on a free loopback port.
+    pub fn start(fhir: FhirServer) -> TestServer {
+        let base_path = fhir.state().base_path().to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+        let addr = listener.local_addr().expect("the bound address");
+        let (ready, started) = mpsc::channel();
+        thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = actix_web::HttpServer::new(move || actix_web::App::new().service(fhir.scope()))
+                    .workers(1)
+                    .disable_signals()
+                    .listen(listener)
+                    .expect("listen")
+                    .run();
+                ready.send(()).expect("the test is waiting");
+                server.await
+            })
+        });
+        started.recv().expect("the server thread started");
+        TestServer {
+            base_url: format!("http://{addr}{base_path}"),
+            addr,
+        }
+    }
+
+    /// The example server (`cargo run`), as `fhirop_server::start` builds it.
+    pub fn example() -> TestServer {
+        let (ready, started) = mpsc::channel();
+        thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let mut config = fhirop_server::Config::for_tests();
+                config.workers = Some(1);
+                let running = fhirop_server::start(&config).expect("the example server starts");
+                ready
+                    .send((running.addr, running.base_url))
+                    .expect("the test is waiting");
+                running.server.await
+            })
+        });
+        let (addr, base_url) = started.recv().expect("the server thread started");
+        TestServer { base_url, addr }
+    }
+
+    /// `base_url` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// GET `path` (relative to the base URL).
+    pub fn get(&self, path: &str) -> Reply {
+        send("GET", &self.url(path), &[], None)
+    }
+
+    /// POST `body` as `application/fhir+json` to `path`.
+    pub fn post(&self, path: &str, body: &str) -> Reply {
+        send(
+            "POST",
+            &self.url(path),
+            &[("Content-Type", "application/fhir+json")],
+            Some(body.as_bytes()),
+        )
+    }
+
+    /// POST a JSON value as `application/fhir+json` to `path`.
+    pub fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.post(path, &body.to_string())
+    }
+}
+
+/// A response: status, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+    }
+
+    /// The issue codes of an OperationOutcome body.
+    pub fn issue_codes(&self) -> Vec<String> {
+        let body = self.json();
+        assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+        body["issue"]
+            .as_array()
+            .expect("issues")
+            .iter()
+            .map(|issue| issue["code"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// The `expression`s of every issue of an OperationOutcome body.
+    pub fn issue_expressions(&self) -> Vec<String> {
+        self.json()["issue"]
+            .as_array()
+            .expect("issues")
+            .iter()
+            .flat_map(|issue| issue["expression"].as_array().cloned().unwrap_or_default())
+            .map(|expression| expression.as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// Sends any request; a 4xx or 5xx is a reply, not an error.
+pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let result = match body {
+        Some(body) => agent.run(request.body(body.to_vec()).expect("a valid request")),
+        None => agent.run(request.body(()).expect("a valid request")),
+    };
+    let mut response = result.unwrap_or_else(|error| panic!("{method} {url} failed: {error}"));
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let body = response.body_mut().read_to_string().unwrap_or_default();
+    Reply { status, headers, body }
+}
+
+/// The `application/fhir+json; charset=utf-8` every FHIR response carries by default.
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
