@@ -102,13 +102,14 @@
 //! ## Debugging
 //!
 //! Set `FHIROP_MACROS_DEBUG=1` while building to print every expansion.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 /// The actix-web version fhirop is built on, for embedding it in your own app.
 pub use actix_web;
 pub use fhirop_macros::{Parameters, id_param, op_param, operation, provider};
 pub use fhirop_runtime::{
     binding, capability, context, definition, format, operation, outcome, output, registry, resource_types, server,
-    types,
+    store, types,
 };
 pub use fhirop_runtime::{complex_type, resource_type};
 

@@ -15,8 +15,10 @@ pub(crate) const PARAM: &str = "param";
 /// `#[operation(name = "$code", ...)]`
 #[derive(Debug, FromMeta)]
 pub(crate) struct OperationArgs {
-    /// The operation code, with `$` (`"$everything"`).
-    pub(crate) name: SpannedValue<String>,
+    /// The operation code, with `$` (`"$everything"`); required, checked by the model so the
+    /// error can say what to write.
+    #[darling(default)]
+    pub(crate) name: Option<SpannedValue<String>>,
     /// HAPI's `idempotent`: `affectsState = false`, GET allowed.
     #[darling(default)]
     pub(crate) idempotent: bool,

@@ -43,12 +43,13 @@ pub(crate) fn levels(
         }
     }
     if !system && !type_level && !instance {
-        errors.push(
-            darling::Error::custom(
-                "this operation declares no level: set `system`, `type_level` or `instance` to true",
-            )
-            .with_span(&args.name.span()),
+        let error = darling::Error::custom(
+            "this operation declares no level: set `system`, `type_level` or `instance` to true",
         );
+        errors.push(match &args.name {
+            Some(name) => error.with_span(&name.span()),
+            None => error,
+        });
     }
     if let Some(ty) = id_arg {
         if !instance {

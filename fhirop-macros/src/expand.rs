@@ -35,9 +35,15 @@ pub(crate) fn operation(args: TokenStream, item: TokenStream) -> TokenStream {
     let model = errors
         .handle(parse_operation_args(args))
         .and_then(|args| OperationModel::from_signature(args, &mut function.sig, description, false, &mut errors));
-    let registration = registration_struct(&function);
     let ident = &function.sig.ident;
     let p = private();
+    // A method (it takes `self`) belongs to an impl block, where a registration struct cannot
+    // go: report the one mistake and emit nothing else.
+    if function.sig.receiver().is_some() {
+        let error = errors.finish().err().map(darling::Error::write_errors);
+        return quote!(#function #error);
+    }
+    let registration = registration_struct(&function);
     let body = match (errors.finish(), model) {
         (Ok(()), Some(model)) => {
             let operation = operation_expr(&model, &quote!(#ident));

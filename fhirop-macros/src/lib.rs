@@ -2,6 +2,7 @@
 //! (`use fhirop::prelude::*`), whose documentation describes every attribute; this crate
 //! only parses, checks and generates calls into `fhirop`'s runtime.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 mod attr;
 mod check;
 mod derive;
@@ -25,14 +26,16 @@ pub fn provider(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 /// Marks an argument of an `#[operation]` function as an IN parameter. `#[operation]` reads
-/// and removes it; anywhere else it is an error.
+/// and removes it. On an argument of a function without `#[operation]`, rustc itself refuses
+/// it ("expected non-macro attribute"); on an item, this macro says where it belongs.
 #[proc_macro_attribute]
 pub fn op_param(_args: TokenStream, item: TokenStream) -> TokenStream {
     misplaced("#[op_param]", item)
 }
 
 /// Marks the argument of an `#[operation]` function that receives the resource id of an
-/// instance call. `#[operation]` reads and removes it; anywhere else it is an error.
+/// instance call. `#[operation]` reads and removes it; like `#[op_param]`, it is refused
+/// anywhere else.
 #[proc_macro_attribute]
 pub fn id_param(_args: TokenStream, item: TokenStream) -> TokenStream {
     misplaced("#[id_param]", item)

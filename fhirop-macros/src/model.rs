@@ -114,34 +114,48 @@ impl OperationModel {
         if sig.asyncness.is_none() {
             errors.push(darling::Error::custom("an #[operation] function must be `async fn`").with_span(&sig.fn_token));
         }
-        if !sig.generics.params.is_empty() {
+        if let Some(param) = sig.generics.params.first() {
             errors.push(
                 darling::Error::custom(
                     "an #[operation] function cannot be generic: the server must know its parameter types",
                 )
-                .with_span(&sig.generics),
+                .with_span(param),
             );
         }
-        let code = check_code(&args.name, errors);
+        let code = match &args.name {
+            Some(name) => check_code(name, errors),
+            None => {
+                errors.push(
+                    darling::Error::custom("#[operation] needs the operation's code: add `name = \"$code\"`")
+                        .with_span(&sig.ident),
+                );
+                None
+            }
+        };
         let mut receiver = Receiver::None;
         let mut arg_models = Vec::new();
         let mut seen_names: Vec<String> = Vec::new();
         for input in sig.inputs.iter_mut() {
             match input {
                 FnArg::Receiver(self_arg) => {
+                    // Spans go on single tokens: joining spans needs a nightly compiler.
                     if !in_provider {
                         errors.push(
                             darling::Error::custom(
-                                "an #[operation] method needs #[provider] on its impl block, which registers it with its provider",
+                                "an #[operation] taking `self` must be a method of an impl block marked #[provider], which registers it",
                             )
-                            .with_span(self_arg),
+                            .with_span(&self_arg.self_token),
                         );
                     } else if !matches!(self_arg.kind, syn::ReceiverKind::Reference(_, _, None)) {
+                        let span = match &self_arg.kind {
+                            syn::ReceiverKind::Reference(_, _, Some(mutability)) => mutability.span,
+                            _ => self_arg.self_token.span,
+                        };
                         errors.push(
                             darling::Error::custom(
-                                "an operation method takes `&self`: providers are shared by every request",
+                                "an operation method takes `&self`: one provider serves every request at once",
                             )
-                            .with_span(self_arg),
+                            .with_span(&span),
                         );
                     }
                     receiver = Receiver::Ref;

@@ -141,6 +141,17 @@ impl OperationContext {
         &self.inner.base_url
     }
 
+    /// The resource store the server registered (`App::app_data(StoreHandle(..))`).
+    pub fn store(&self) -> Result<&crate::store::StoreHandle, OperationError> {
+        self.app_data::<crate::store::StoreHandle>()
+            .ok_or_else(|| OperationError::internal("this server has no resource store"))
+    }
+
+    /// The tenant (IBM) or project (Medplum) the call belongs to.
+    pub fn tenant(&self) -> String {
+        tenant_of(&self.inner.request)
+    }
+
     /// The definition of the operation being invoked.
     pub fn definition(&self) -> &OperationDefinition {
         &self.inner.definition
@@ -167,6 +178,23 @@ impl OperationContext {
         (control.status.take(), std::mem::take(&mut control.headers))
     }
 }
+
+/// The tenant a request belongs to, as the server's authentication set it in the request's
+/// extensions; `default` until then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant(pub String);
+
+/// The tenant of `request`.
+pub fn tenant_of(request: &HttpRequest) -> String {
+    use actix_web::HttpMessage;
+    request
+        .extensions()
+        .get::<Tenant>()
+        .map_or_else(|| DEFAULT_TENANT.to_owned(), |tenant| tenant.0.clone())
+}
+
+/// The tenant of requests nobody assigned to one.
+pub const DEFAULT_TENANT: &str = "default";
 
 /// The resource addressed by an instance-level call (HAPI's `@IdParam IdType`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 //! turns the result into the body. Every failure is an [`outcome::OperationError`].
 #![warn(missing_docs)]
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 pub mod binding;
 pub mod capability;
 pub mod context;
@@ -19,4 +20,5 @@ pub mod output;
 pub mod registry;
 pub mod resource_types;
 pub mod server;
+pub mod store;
 pub mod types;

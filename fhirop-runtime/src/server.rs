@@ -382,7 +382,12 @@ fn resolve(state: &ServerState, target: &Target, code: &str) -> Result<Arc<Regis
     }
 }
 
-async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, OperationError> {
+/// Reads a request body, refusing one over `limit` bytes with 413.
+pub async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, OperationError> {
     let too_large = || {
         OperationError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -25,6 +25,14 @@ pub struct Config {
     #[arg(long, env = "FHIROP_BODY_LIMIT", default_value_t = fhirop::server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
 
+    /// Where the database lives (`<data-dir>/fhirop.db`).
+    #[arg(long, env = "FHIROP_DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
+
+    /// Keep everything in memory and lose it at exit (tests, benchmarks, demos).
+    #[arg(long, env = "FHIROP_MEMORY")]
+    pub memory: bool,
+
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "FHIROP_WORKERS")]
     pub workers: Option<usize>,
@@ -37,6 +45,8 @@ impl Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             base_path: "/fhir/R4".into(),
             body_limit: fhirop::server::DEFAULT_BODY_LIMIT,
+            data_dir: std::path::PathBuf::from("./data"),
+            memory: true,
             workers: Some(2),
         }
     }

@@ -1,29 +1,94 @@
 //! The fhirop example server: the reference user of the framework. Every native operation
-//! here is written with the macros; [`build`] is the one place the application is put
+//! here is written with the macros; [`start`] is the one place the application is put
 //! together, so tests and `main` start the same server.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 pub mod config;
+pub mod everything;
 pub mod operations;
+pub mod rest;
+pub mod store;
+pub mod transaction;
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use actix_web::{App, HttpServer, dev::Server};
+use fhirop::capability::ServerInfo;
 use fhirop::prelude::*;
 use fhirop::server::FhirServer;
+use fhirop::store::{ResourceStore, StoreHandle};
+use serde_json::{Value, json};
 
 pub use config::Config;
 
 /// The FHIR endpoints with every native operation registered.
-pub fn build(config: &Config) -> Result<FhirServer, fhirop::registry::RegistryError> {
+pub fn build(config: &Config, store: &StoreHandle) -> Result<FhirServer, fhirop::registry::RegistryError> {
+    let capability_store = store.clone();
     FhirServer::builder()
         .base_path(&config.base_path)
         .body_limit(config.body_limit)
+        .server_info(ServerInfo {
+            software_name: "fhirop-server".into(),
+            description: "The fhirop example server".into(),
+            resource_capabilities: Some(Arc::new(move || rest_capabilities(&capability_store))),
+            ..ServerInfo::default()
+        })
         .operations(operations![
             operations::healthcheck,
             operations::hello,
-            operations::add_identifier
+            operations::add_identifier,
+            everything::everything
         ])
         .build()
+}
+
+/// The REST interactions every resource type supports.
+const INTERACTIONS: [&str; 7] = [
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "create",
+    "search-type",
+];
+
+/// What `/metadata` says of the REST interactions: every R4 type, with the search
+/// parameters the store indexes for it.
+fn rest_capabilities(store: &StoreHandle) -> Vec<Value> {
+    fhirop::resource_types::R4_RESOURCE_TYPES
+        .iter()
+        .map(|resource_type| {
+            let search_params: Vec<Value> = store
+                .search_params(resource_type)
+                .into_iter()
+                .map(|(name, kind)| json!({"name": name, "type": kind}))
+                .collect();
+            let interactions: Vec<Value> = INTERACTIONS.iter().map(|code| json!({"code": code})).collect();
+            json!({
+                "type": resource_type,
+                "interaction": interactions,
+                "versioning": "versioned",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "searchParam": search_params,
+            })
+        })
+        .collect()
+}
+
+/// Opens the configured store: the SQLite file in the data directory, or memory.
+pub async fn open_store(config: &Config) -> std::io::Result<StoreHandle> {
+    let store = if config.memory {
+        store::SqliteStore::in_memory().await
+    } else {
+        std::fs::create_dir_all(&config.data_dir)?;
+        store::SqliteStore::open(&config.data_dir.join("fhirop.db")).await
+    }
+    .map_err(std::io::Error::other)?;
+    Ok(StoreHandle(Arc::new(store) as Arc<dyn ResourceStore>))
 }
 
 /// A server bound to its socket and ready to run.
@@ -44,13 +109,14 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Binds the configured address and prepares the server. The socket accepts connections
-/// as soon as this returns.
-pub fn start(config: &Config) -> std::io::Result<Running> {
-    let fhir = build(config).map_err(std::io::Error::other)?;
+/// Opens the store, binds the configured address and prepares the server. The socket
+/// accepts connections as soon as this returns.
+pub async fn start(config: &Config) -> std::io::Result<Running> {
+    let store = open_store(config).await?;
+    let fhir = build(config, &store).map_err(std::io::Error::other)?;
     let listener = TcpListener::bind(config.addr)?;
     let addr = listener.local_addr()?;
-    let mut http = HttpServer::new(move || App::new().service(fhir.scope()))
+    let mut http = HttpServer::new(move || App::new().app_data(store.clone()).service(rest::routes(fhir.scope())))
         .shutdown_timeout(5)
         .listen(listener)?;
     if let Some(workers) = config.workers {

@@ -10,7 +10,7 @@ async fn main() -> std::io::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("fhirop=info,fhirop_server=info,warn")),
         )
         .init();
-    let running = start(&config)?;
+    let running = start(&config).await?;
     println!("fhirop listening on {}", running.base_url);
     println!("try: curl {}/metadata", running.base_url);
     running.server.await

@@ -50,7 +50,7 @@ impl TestServer {
             actix_web::rt::System::new().block_on(async move {
                 let mut config = fhirop_server::Config::for_tests();
                 config.workers = Some(1);
-                let running = fhirop_server::start(&config).expect("the example server starts");
+                let running = fhirop_server::start(&config).await.expect("the example server starts");
                 ready
                     .send((running.addr, running.base_url))
                     .expect("the test is waiting");

@@ -282,7 +282,9 @@ pub trait FhirParam: Sized {
 /// AND semantics for search types).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an operation parameter",
-    note = "an #[op_param] argument is `T`, `Option<T>` or `Vec<T>` where `T` is a FHIR parameter type"
+    label = "not a FHIR parameter type",
+    note = "an #[op_param] argument is `T`, `Option<T>` or `Vec<T>` where `T` is a FHIR parameter type (fhirop::types)",
+    note = "declare your own serde type with `fhirop::complex_type!(MyType, \"Address\")` or `fhirop::resource_type!(MyType, \"Patient\")`"
 )]
 pub trait OperationArg: Sized {
     /// `OperationDefinition.parameter.min`.
@@ -346,7 +348,7 @@ impl<T: FhirParam> OperationArg for Vec<T> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is a required complex or resource parameter, so this idempotent operation could not be invoked with GET",
     label = "required, and not a primitive or search type",
-    note = "FHIR allows GET for an operation that does not affect state only when every parameter is primitive",
+    note = "FHIR allows GET for an operation that does not affect state only when every parameter is primitive or a search type",
     note = "make it optional (`Option<{Self}>`) or declare the operation with `idempotent = false`"
 )]
 pub trait GetSafe {}

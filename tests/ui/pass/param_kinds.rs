@@ -51,9 +51,10 @@ async fn primitives(
     #[op_param] note: Option<Markdown>,
     #[op_param] page: Option<PositiveInt>,
     #[op_param] time: Option<Time>,
-    #[op_param(name = "r#type")] r#type: Option<String>,
+    #[op_param] r#type: Option<String>,
 ) {
-    let _ = (text, flag, small, big, count, huge, ratio, date, at, instant, amount, codes);
+    let _ = (text, flag, small, big, count, huge, ratio);
+    let _ = (date, at, instant, amount, codes);
     let _ = (uri, url, canonical, id, oid, uuid, data, note, page, time, r#type);
 }
 
@@ -95,7 +96,8 @@ async fn complex(
     #[op_param(max = "*")] notes: Vec<String>,
     context: OperationContext,
 ) -> Result<Resource, OperationError> {
-    let _ = (coding, concept, identifiers, reference, quantity, period, address, patient, bundle);
+    let _ = (coding, concept, identifiers, reference, quantity, period);
+    let _ = (address, patient, bundle);
     let _ = (range.low, range.high, range.labels, ranges, notes, context.base_url());
     Ok(resource)
 }

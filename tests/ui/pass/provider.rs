@@ -47,7 +47,9 @@ impl Terminology {
 fn main() {
     let server = FhirServer::builder()
         .base_path("/fhir")
-        .provider(Terminology { system: "http://loinc.org" })
+        .provider(Terminology {
+            system: "http://loinc.org",
+        })
         .build();
     let _ = server.map(|server| server.scope());
 }

@@ -1,0 +1,8 @@
+//! The example server's resource store: SQLite through sqlx, with the search index the
+//! REST search and `$everything` use.
+
+pub mod search;
+pub mod search_parameters;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;

@@ -1,0 +1,621 @@
+//! Search: which values a resource is indexed under, and how a search parameter becomes a
+//! SQL condition on those index rows (R4 search.html).
+
+use fhirop::types::search::{DateParam, Prefix, ReferenceParam, SearchValue, TokenParam, split_or};
+use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
+
+use super::search_parameters::SEARCH_PARAMETERS;
+
+/// The search parameter types the store indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchParamType {
+    /// `system|code`
+    Token,
+    /// Case- and accent-insensitive text.
+    String,
+    /// A date range.
+    Date,
+    /// `Type/id`
+    Reference,
+}
+
+impl SearchParamType {
+    /// The FHIR name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchParamType::Token => "token",
+            SearchParamType::String => "string",
+            SearchParamType::Date => "date",
+            SearchParamType::Reference => "reference",
+        }
+    }
+}
+
+/// One search parameter: where its values are in a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchParam {
+    /// The resource type.
+    pub resource_type: &'static str,
+    /// The parameter name.
+    pub name: &'static str,
+    /// Its type.
+    pub kind: SearchParamType,
+    /// Element paths (dot-separated, arrays walked through, a choice element matching every
+    /// `name[x]`).
+    pub paths: &'static [&'static str],
+}
+
+/// The parameter `name` of `resource_type`.
+pub fn find_param(resource_type: &str, name: &str) -> Option<&'static SearchParam> {
+    SEARCH_PARAMETERS
+        .iter()
+        .find(|param| param.resource_type == resource_type && param.name == name)
+}
+
+/// The parameters of `resource_type`.
+pub fn params_of(resource_type: &str) -> impl Iterator<Item = &'static SearchParam> {
+    let resource_type = resource_type.to_owned();
+    SEARCH_PARAMETERS
+        .iter()
+        .filter(move |param| param.resource_type == resource_type)
+}
+
+/// The values at `path` in `value`, walking through arrays.
+fn values_at<'a>(value: &'a Value, path: &str) -> Vec<&'a Value> {
+    let mut current = vec![value];
+    for segment in path.split('.') {
+        let mut next = Vec::new();
+        for value in current {
+            let Value::Object(members) = value else { continue };
+            let found: Vec<&Value> = match members.get(segment) {
+                Some(found) => vec![found],
+                // A choice element: `effective` matches `effectiveDateTime`, `effectivePeriod`, ...
+                None => members
+                    .iter()
+                    .filter(|(key, _)| {
+                        key.strip_prefix(segment)
+                            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+                    })
+                    .map(|(_, value)| value)
+                    .collect(),
+            };
+            for value in found {
+                match value {
+                    Value::Array(items) => next.extend(items.iter()),
+                    other => next.push(other),
+                }
+            }
+        }
+        current = next;
+    }
+    current
+}
+
+/// An index row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexValue {
+    /// `search_token(system, code)`
+    Token { system: Option<String>, code: String },
+    /// `search_string(normalized, exact)`
+    String { normalized: String, exact: String },
+    /// `search_date(low, high)` in epoch milliseconds, both inclusive.
+    Date { low: i64, high: i64 },
+    /// `search_reference(target_type, target_id)`
+    Reference { target_type: String, target_id: String },
+}
+
+/// Lower case without accents: what string search compares.
+pub fn normalize(text: &str) -> String {
+    text.nfd()
+        .filter(|c| !('\u{0300}'..='\u{036f}').contains(c))
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// Every index row of `resource`: `(parameter name, value)`.
+pub fn index_values(resource_type: &str, resource: &Value) -> Vec<(&'static str, IndexValue)> {
+    let mut rows = Vec::new();
+    for param in params_of(resource_type) {
+        for path in param.paths {
+            for value in values_at(resource, path) {
+                let values = match param.kind {
+                    SearchParamType::Token => token_values(value),
+                    SearchParamType::String => string_values(value),
+                    SearchParamType::Date => date_values(value),
+                    SearchParamType::Reference => reference_values(value),
+                };
+                rows.extend(values.into_iter().map(|value| (param.name, value)));
+            }
+        }
+    }
+    rows
+}
+
+fn token_values(value: &Value) -> Vec<IndexValue> {
+    let token = |system: Option<&Value>, code: Option<&Value>| {
+        code.and_then(Value::as_str).map(|code| IndexValue::Token {
+            system: system.and_then(Value::as_str).map(str::to_owned),
+            code: code.to_owned(),
+        })
+    };
+    match value {
+        Value::String(code) => vec![IndexValue::Token {
+            system: None,
+            code: code.clone(),
+        }],
+        Value::Bool(flag) => vec![IndexValue::Token {
+            system: None,
+            code: flag.to_string(),
+        }],
+        Value::Object(members) => {
+            if let Some(Value::Array(codings)) = members.get("coding") {
+                codings
+                    .iter()
+                    .filter_map(|coding| token(coding.get("system"), coding.get("code")))
+                    .collect()
+            } else if members.contains_key("value") {
+                token(members.get("system"), members.get("value")).into_iter().collect()
+            } else {
+                token(members.get("system"), members.get("code")).into_iter().collect()
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn string_values(value: &Value) -> Vec<IndexValue> {
+    let mut texts = Vec::new();
+    match value {
+        Value::String(text) => texts.push(text.as_str()),
+        Value::Object(members) => {
+            for key in [
+                "text",
+                "family",
+                "given",
+                "prefix",
+                "suffix",
+                "line",
+                "city",
+                "district",
+                "state",
+                "postalCode",
+                "country",
+            ] {
+                match members.get(key) {
+                    Some(Value::String(text)) => texts.push(text),
+                    Some(Value::Array(items)) => texts.extend(items.iter().filter_map(Value::as_str)),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    texts
+        .into_iter()
+        .map(|text| IndexValue::String {
+            normalized: normalize(text),
+            exact: text.to_owned(),
+        })
+        .collect()
+}
+
+fn date_values(value: &Value) -> Vec<IndexValue> {
+    match value {
+        Value::String(text) => date_range(text)
+            .map(|(low, high)| IndexValue::Date { low, high })
+            .into_iter()
+            .collect(),
+        Value::Object(period) => {
+            let low = period
+                .get("start")
+                .and_then(Value::as_str)
+                .and_then(date_range)
+                .map(|(low, _)| low);
+            let high = period
+                .get("end")
+                .and_then(Value::as_str)
+                .and_then(date_range)
+                .map(|(_, high)| high);
+            if low.is_none() && high.is_none() {
+                return Vec::new();
+            }
+            vec![IndexValue::Date {
+                low: low.unwrap_or(i64::MIN),
+                high: high.unwrap_or(i64::MAX),
+            }]
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn reference_values(value: &Value) -> Vec<IndexValue> {
+    let Some(reference) = value.get("reference").and_then(Value::as_str) else {
+        return Vec::new();
+    };
+    let mut segments = reference.rsplit('/');
+    match (segments.next(), segments.next()) {
+        (Some(id), Some(target_type)) if !id.is_empty() && !target_type.is_empty() => vec![IndexValue::Reference {
+            target_type: target_type.to_owned(),
+            target_id: id.to_owned(),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// Days from 1970-01-01 to a civil date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+fn is_leap(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// The range a date or date-time stands for, in epoch milliseconds (both ends inclusive): a
+/// year is the whole year, a day the whole day (UTC when no zone is written), an instant its
+/// second or millisecond.
+pub fn date_range(text: &str) -> Option<(i64, i64)> {
+    const DAY: i64 = 86_400_000;
+    let (date, time) = match text.split_once('T') {
+        Some((date, time)) => (date, Some(time)),
+        None => (text, None),
+    };
+    let mut parts = date.split('-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: Option<i64> = parts.next().map(str::parse).transpose().ok()?;
+    let day: Option<i64> = parts.next().map(str::parse).transpose().ok()?;
+    let Some(time) = time else {
+        return Some(match (month, day) {
+            (None, _) => (
+                days_from_civil(year, 1, 1) * DAY,
+                days_from_civil(year + 1, 1, 1) * DAY - 1,
+            ),
+            (Some(month), None) => (
+                days_from_civil(year, month, 1) * DAY,
+                (days_from_civil(year, month, 1) + days_in_month(year, month)) * DAY - 1,
+            ),
+            (Some(month), Some(day)) => (
+                days_from_civil(year, month, day) * DAY,
+                (days_from_civil(year, month, day) + 1) * DAY - 1,
+            ),
+        });
+    };
+    let zone_at = time.find(['Z', '+', '-']).unwrap_or(time.len());
+    let (clock, zone) = time.split_at(zone_at);
+    let offset_minutes = match zone {
+        "" | "Z" => 0,
+        zone => {
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let (hours, minutes) = zone[1..].split_once(':')?;
+            sign * (hours.parse::<i64>().ok()? * 60 + minutes.parse::<i64>().ok()?)
+        }
+    };
+    let mut clock_parts = clock.split(':');
+    let hours: i64 = clock_parts.next()?.parse().ok()?;
+    let minutes: i64 = clock_parts.next()?.parse().ok()?;
+    let (seconds, millis, precision) = match clock_parts.next() {
+        None => (0, 0, 60_000),
+        Some(seconds) => match seconds.split_once('.') {
+            None => (seconds.parse::<i64>().ok()?, 0, 1_000),
+            Some((whole, fraction)) => {
+                let millis = format!("{fraction:0<3}")[..3].parse::<i64>().ok()?;
+                (whole.parse::<i64>().ok()?, millis, 1)
+            }
+        },
+    };
+    let start = days_from_civil(year, month?, day?) * DAY
+        + ((hours * 60 + minutes - offset_minutes) * 60 + seconds) * 1_000
+        + millis;
+    Some((start, start + precision - 1))
+}
+
+/// A value bound to a SQL placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// TEXT
+    Text(String),
+    /// INTEGER
+    Integer(i64),
+    /// NULL
+    Null,
+}
+
+/// A search compiled to SQL conditions on `resource_current r`.
+#[derive(Debug, Default)]
+pub struct CompiledSearch {
+    /// `AND`-joined conditions.
+    pub conditions: Vec<String>,
+    /// Placeholder values, in order.
+    pub values: Vec<SqlValue>,
+    /// The parameters that were used.
+    pub used: Vec<(String, String)>,
+}
+
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+/// The condition for a date range `[low, high]` against a search value with a prefix.
+fn date_condition(
+    prefix: Prefix,
+    low_column: &str,
+    high_column: &str,
+    (low, high): (i64, i64),
+) -> (String, Vec<SqlValue>) {
+    use SqlValue::Integer;
+    match prefix {
+        Prefix::Eq => (
+            format!("({low_column} >= ? AND {high_column} <= ?)"),
+            vec![Integer(low), Integer(high)],
+        ),
+        Prefix::Ne => (
+            format!("NOT ({low_column} >= ? AND {high_column} <= ?)"),
+            vec![Integer(low), Integer(high)],
+        ),
+        Prefix::Gt => (format!("{high_column} > ?"), vec![Integer(high)]),
+        Prefix::Lt => (format!("{low_column} < ?"), vec![Integer(low)]),
+        Prefix::Ge => (format!("{high_column} >= ?"), vec![Integer(low)]),
+        Prefix::Le => (format!("{low_column} <= ?"), vec![Integer(high)]),
+        Prefix::Sa => (format!("{low_column} > ?"), vec![Integer(high)]),
+        Prefix::Eb => (format!("{high_column} < ?"), vec![Integer(low)]),
+        Prefix::Ap => (
+            format!("({low_column} <= ? AND {high_column} >= ?)"),
+            vec![Integer(high), Integer(low)],
+        ),
+    }
+}
+
+/// Compiles the search parameters of `resource_type`; unknown ones are ignored (and listed
+/// in the error when `strict`).
+pub fn compile(resource_type: &str, params: &[(String, String)], strict: bool) -> Result<CompiledSearch, String> {
+    let mut compiled = CompiledSearch::default();
+    let mut unknown = Vec::new();
+    for (key, text) in params {
+        let (name, modifier) = match key.split_once(':') {
+            Some((name, modifier)) => (name, Some(modifier)),
+            None => (key.as_str(), None),
+        };
+        if text.is_empty() {
+            continue;
+        }
+        let items = split_or(text);
+        let mut alternatives = Vec::new();
+        let mut values = Vec::new();
+        match name {
+            "_id" => {
+                for id in &items {
+                    alternatives.push("r.id = ?".to_owned());
+                    values.push(SqlValue::Text(id.clone()));
+                }
+            }
+            "_lastUpdated" => {
+                for item in &items {
+                    let date = DateParam::parse(item, None)?;
+                    let range = date_range(&date.value).ok_or_else(|| format!("'{item}' is not a date"))?;
+                    let (condition, bound) =
+                        date_condition(date.prefix, "r.last_updated_ms", "r.last_updated_ms", range);
+                    alternatives.push(condition);
+                    values.extend(bound);
+                }
+            }
+            _ => {
+                let Some(param) = find_param(resource_type, name) else {
+                    unknown.push(key.clone());
+                    continue;
+                };
+                let (table, exists_values) = param_condition(param, modifier, &items)?;
+                alternatives.push(table);
+                values.extend(exists_values);
+            }
+        }
+        compiled.conditions.push(format!("({})", alternatives.join(" OR ")));
+        compiled.values.extend(values);
+        compiled.used.push((key.clone(), text.clone()));
+    }
+    if strict && !unknown.is_empty() {
+        return Err(format!(
+            "unknown search parameter(s) for {resource_type}: {}",
+            unknown.join(", ")
+        ));
+    }
+    Ok(compiled)
+}
+
+/// `EXISTS (...)` on the parameter's index table with the OR of the items.
+fn param_condition(
+    param: &SearchParam,
+    modifier: Option<&str>,
+    items: &[String],
+) -> Result<(String, Vec<SqlValue>), String> {
+    let (table, mut alternatives, mut values) = (index_table(param.kind), Vec::new(), Vec::new());
+    for item in items {
+        match param.kind {
+            SearchParamType::Token => {
+                let token = TokenParam::parse(item, modifier)?;
+                let mut condition = Vec::new();
+                if let Some(code) = &token.code {
+                    condition.push("i.code = ?");
+                    values.push(SqlValue::Text(code.clone()));
+                }
+                match token.system.as_deref() {
+                    Some("") => condition.push("i.system IS NULL"),
+                    Some(system) => {
+                        condition.push("i.system = ?");
+                        values.push(SqlValue::Text(system.to_owned()));
+                    }
+                    None => {}
+                }
+                alternatives.push(format!("({})", condition.join(" AND ")));
+            }
+            SearchParamType::String => match modifier {
+                Some("exact") => {
+                    alternatives.push("i.exact = ?".to_owned());
+                    values.push(SqlValue::Text(item.clone()));
+                }
+                Some("contains") => {
+                    alternatives.push("i.normalized LIKE ? ESCAPE '\\'".to_owned());
+                    values.push(SqlValue::Text(format!("%{}%", like_escape(&normalize(item)))));
+                }
+                None => {
+                    alternatives.push("i.normalized LIKE ? ESCAPE '\\'".to_owned());
+                    values.push(SqlValue::Text(format!("{}%", like_escape(&normalize(item)))));
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "modifier :{other} is not supported on string parameter {}",
+                        param.name
+                    ));
+                }
+            },
+            SearchParamType::Date => {
+                let date = DateParam::parse(item, None)?;
+                let range = date_range(&date.value).ok_or_else(|| format!("'{item}' is not a date"))?;
+                let (condition, bound) = date_condition(date.prefix, "i.low", "i.high", range);
+                alternatives.push(condition);
+                values.extend(bound);
+            }
+            SearchParamType::Reference => {
+                let reference = ReferenceParam::parse(item, modifier)?;
+                let (target_type, target_id) = match (&reference.resource_type, &reference.id) {
+                    (Some(target_type), Some(id)) => (Some(target_type.clone()), id.clone()),
+                    (None, Some(id)) => (implied_target(param.name), id.clone()),
+                    _ => {
+                        // An absolute URL: its last two segments are Type/id.
+                        let mut segments = reference.value.rsplit('/');
+                        match (segments.next(), segments.next()) {
+                            (Some(id), Some(target_type)) => (Some(target_type.to_owned()), id.to_owned()),
+                            _ => return Err(format!("'{item}' is not a reference")),
+                        }
+                    }
+                };
+                match target_type {
+                    Some(target_type) => {
+                        alternatives.push("(i.target_type = ? AND i.target_id = ?)".to_owned());
+                        values.push(SqlValue::Text(target_type));
+                        values.push(SqlValue::Text(target_id));
+                    }
+                    None => {
+                        alternatives.push("i.target_id = ?".to_owned());
+                        values.push(SqlValue::Text(target_id));
+                    }
+                }
+            }
+        }
+    }
+    let name_value = SqlValue::Text(param.name.to_owned());
+    values.insert(0, name_value);
+    Ok((
+        format!(
+            "EXISTS (SELECT 1 FROM {table} i WHERE i.tenant = r.tenant AND i.resource_type = r.resource_type AND i.id = r.id AND i.param = ? AND ({}))",
+            alternatives.join(" OR ")
+        ),
+        values,
+    ))
+}
+
+/// `patient=123` means `Patient/123` (R4: the parameter is restricted to Patient targets).
+fn implied_target(param_name: &str) -> Option<String> {
+    match param_name {
+        "patient" => Some("Patient".to_owned()),
+        "encounter" => Some("Encounter".to_owned()),
+        _ => None,
+    }
+}
+
+/// The index table of a parameter type.
+pub fn index_table(kind: SearchParamType) -> &'static str {
+    match kind {
+        SearchParamType::Token => "search_token",
+        SearchParamType::String => "search_string",
+        SearchParamType::Date => "search_date",
+        SearchParamType::Reference => "search_reference",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn date_ranges_follow_precision_and_zones() {
+        let day = date_range("2024-02-29").unwrap();
+        assert_eq!(day.1 - day.0 + 1, 86_400_000);
+        let year = date_range("2024").unwrap();
+        assert_eq!((year.1 - year.0 + 1) / 86_400_000, 366);
+        let utc = date_range("2024-01-01T10:00:00Z").unwrap();
+        let plus_two = date_range("2024-01-01T12:00:00+02:00").unwrap();
+        assert_eq!(utc, plus_two);
+        assert_eq!(date_range("2024-01-01T10:00:00.5Z").unwrap().0, utc.0 + 500);
+        assert!(date_range("nonsense").is_none());
+    }
+
+    #[test]
+    fn index_values_cover_names_tokens_references_and_periods() {
+        let patient = json!({"resourceType": "Patient", "name": [{"family": "Müller", "given": ["Anna"]}],
+            "identifier": [{"system": "urn:s", "value": "1"}], "gender": "female", "birthDate": "1980-05"});
+        let rows = index_values("Patient", &patient);
+        assert!(rows.contains(&(
+            "family",
+            IndexValue::String {
+                normalized: "muller".into(),
+                exact: "Müller".into()
+            }
+        )));
+        assert!(rows.contains(&(
+            "identifier",
+            IndexValue::Token {
+                system: Some("urn:s".into()),
+                code: "1".into()
+            }
+        )));
+        assert!(rows.contains(&(
+            "gender",
+            IndexValue::Token {
+                system: None,
+                code: "female".into()
+            }
+        )));
+        let encounter = json!({"resourceType": "Encounter", "subject": {"reference": "Patient/p1"},
+            "period": {"start": "2024-01-01T00:00:00Z"}});
+        let rows = index_values("Encounter", &encounter);
+        assert!(rows.contains(&(
+            "patient",
+            IndexValue::Reference {
+                target_type: "Patient".into(),
+                target_id: "p1".into()
+            }
+        )));
+        assert!(
+            rows.iter()
+                .any(|(name, value)| *name == "date" && matches!(value, IndexValue::Date { high: i64::MAX, .. }))
+        );
+    }
+
+    #[test]
+    fn unknown_parameters_fail_only_when_strict() {
+        let params = vec![
+            ("bogus".to_owned(), "1".to_owned()),
+            ("family".to_owned(), "smi".to_owned()),
+        ];
+        let lenient = compile("Patient", &params, false).unwrap();
+        assert_eq!(lenient.used, vec![("family".to_owned(), "smi".to_owned())]);
+        assert!(compile("Patient", &params, true).unwrap_err().contains("bogus"));
+    }
+}

@@ -1,0 +1,6 @@
+use fhirop::prelude::*;
+
+#[operation(name = "$bad code")]
+async fn bad() {}
+
+fn main() {}

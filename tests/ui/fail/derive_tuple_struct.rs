@@ -1,0 +1,6 @@
+use fhirop::prelude::*;
+
+#[derive(Parameters)]
+struct Range(Decimal, Decimal);
+
+fn main() {}

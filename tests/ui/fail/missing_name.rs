@@ -1,0 +1,6 @@
+use fhirop::prelude::*;
+
+#[operation(idempotent = true)]
+async fn nameless() {}
+
+fn main() {}

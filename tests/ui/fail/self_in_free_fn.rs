@@ -1,0 +1,6 @@
+use fhirop::prelude::*;
+
+#[operation(name = "$reindex")]
+async fn reindex(&self) {}
+
+fn main() {}

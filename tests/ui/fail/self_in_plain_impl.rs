@@ -1,0 +1,10 @@
+use fhirop::prelude::*;
+
+struct Admin;
+
+impl Admin {
+    #[operation(name = "$reindex")]
+    async fn reindex(&self) {}
+}
+
+fn main() {}

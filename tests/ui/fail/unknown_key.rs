@@ -1,0 +1,6 @@
+use fhirop::prelude::*;
+
+#[operation(name = "$ping", idempotnet = true)]
+async fn ping() {}
+
+fn main() {}
