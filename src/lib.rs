@@ -103,6 +103,7 @@
 //!
 //! Set `FHIROP_MACROS_DEBUG=1` while building to print every expansion.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![warn(missing_docs)]
 
 /// The actix-web version fhirop is built on, for embedding it in your own app.
 pub use actix_web;
@@ -151,7 +152,7 @@ pub mod __private {
     pub use fhirop_runtime::context::{FromCall, FromIdParam};
     pub use fhirop_runtime::definition::{Max, OperationDefinition, ParamDefinition};
     pub use fhirop_runtime::operation::{IntoOperations, Operation, OperationCall, handler_fn};
-    pub use fhirop_runtime::outcome::OperationError;
+    pub use fhirop_runtime::outcome::{Issue, IssueType, OperationError};
     pub use fhirop_runtime::output::{IntoOperationOutput, OperationOutput};
     pub use fhirop_runtime::types::{
         BoundParams, FhirParam, GetSafe, OperationArg, ParamValue, ToParamValue, ToParamValues, TypeInfo,
@@ -162,9 +163,21 @@ pub mod __private {
     pub use std::vec::Vec;
     pub use std::{format, vec};
 
-    /// Takes an argument's occurrences out of the bound parameters and converts them.
-    pub fn extract<T: OperationArg>(params: &mut BoundParams, name: &str) -> Result<T, OperationError> {
-        T::from_values(params.take(name)).map_err(|message| OperationError::bad_value(name, message))
+    /// Takes an argument's occurrences out of the bound parameters and converts them; a
+    /// failure becomes an issue naming the parameter.
+    pub fn extract<T: OperationArg>(params: &mut BoundParams, name: &str, issues: &mut Vec<Issue>) -> Option<T> {
+        match T::from_values(params.take(name)) {
+            Ok(value) => Some(value),
+            Err(message) => {
+                issues.push(Issue::error(IssueType::Value, message).at(name));
+                None
+            }
+        }
+    }
+
+    /// The 400 for arguments that did not convert.
+    pub fn binding_failed(issues: Vec<Issue>) -> OperationError {
+        OperationError::from_issues(fhirop_runtime::server::StatusCode::BAD_REQUEST, issues)
     }
 
     /// Takes a part of a multi-part parameter.

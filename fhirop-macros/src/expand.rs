@@ -250,7 +250,7 @@ fn operation_expr(model: &OperationModel, call: &TokenStream) -> TokenStream {
         let var = format_ident!("__fhirop_arg{}", index);
         match arg {
             ArgModel::Param { name, ty, .. } => quote_spanned! {ty.span()=>
-                let #var = #p::extract::<#ty>(&mut __fhirop_params, #name)?;
+                let #var = #p::extract::<#ty>(&mut __fhirop_params, #name, &mut __fhirop_issues);
             },
             ArgModel::Id { ty } => quote_spanned! {ty.span()=>
                 let #var = <#ty as #p::FromIdParam>::from_context(&__fhirop_context)?;
@@ -261,6 +261,21 @@ fn operation_expr(model: &OperationModel, call: &TokenStream) -> TokenStream {
         }
     });
     let vars = (0..model.args.len()).map(|index| format_ident!("__fhirop_arg{}", index));
+    // Every conversion runs before any error is returned, so one response lists them all.
+    let param_vars: Vec<_> = model
+        .args
+        .iter()
+        .enumerate()
+        .filter(|(_, arg)| matches!(arg, ArgModel::Param { .. }))
+        .map(|(index, _)| format_ident!("__fhirop_arg{}", index))
+        .collect();
+    let unwrap_params = (!param_vars.is_empty()).then(|| {
+        quote! {
+            let (#(::core::option::Option::Some(#param_vars),)*) = (#(#param_vars,)*) else {
+                return ::core::result::Result::Err(#p::binding_failed(__fhirop_issues));
+            };
+        }
+    });
     let output = &model.output;
     let finish = if model.manual_response {
         quote!(#p::manual_response(__fhirop_result, &__fhirop_context))
@@ -281,7 +296,10 @@ fn operation_expr(model: &OperationModel, call: &TokenStream) -> TokenStream {
                         params: mut __fhirop_params,
                         body: mut __fhirop_body,
                     } = __fhirop_call;
+                    #[allow(unused_mut, unused_variables)]
+                    let mut __fhirop_issues: #p::Vec<#p::Issue> = #p::Vec::new();
                     #(#bindings)*
+                    #unwrap_params
                     let __fhirop_result = #call(#(#vars),*).await;
                     #finish
                 }

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::definition::{OperationDefinition, ParamDefinition};
 use crate::outcome::{Issue, IssueType, OperationError};
+use crate::types::complex;
 use crate::types::resource::take_resource;
 use crate::types::{BoundParams, ParamKind, ParamValue, lexical, search, value_suffix};
 
@@ -38,9 +39,14 @@ impl<'d> Binder<'d> {
         }
     }
 
-    /// Adds query-string parameters. A complex or resource parameter in the query is refused
-    /// with 405, as FHIR's GET rule says (use POST).
-    pub fn add_query<'q>(&mut self, pairs: impl Iterator<Item = (&'q str, &'q str)>) -> Result<(), OperationError> {
+    /// Adds query-string parameters. A complex or resource parameter in the query of a GET is
+    /// refused with 405, as FHIR's GET rule says (use POST); in the query of a POST it is a
+    /// 400, since it belongs in the body.
+    pub fn add_query<'q>(
+        &mut self,
+        pairs: impl Iterator<Item = (&'q str, &'q str)>,
+        is_get: bool,
+    ) -> Result<(), OperationError> {
         for (key, text) in pairs {
             if GLOBAL_QUERY_PARAMETERS.contains(&key) {
                 continue;
@@ -53,6 +59,33 @@ impl<'d> Binder<'d> {
                 self.issues.push(unknown_parameter(name, &self.inputs));
                 continue;
             };
+            if !definition.kind.is_simple() && !is_get {
+                self.issues.push(
+                    Issue::error(
+                        IssueType::Value,
+                        format!(
+                            "parameter '{name}' is of type {}, which cannot be given in the URL: put it in the Parameters body",
+                            definition.fhir_type.as_deref().unwrap_or("tuple")
+                        ),
+                    )
+                    .at(name),
+                );
+                self.rejected.push(name.to_owned());
+                continue;
+            }
+            if let Some(modifier) = modifier
+                && definition.kind != ParamKind::Search
+            {
+                self.issues.push(
+                    Issue::error(
+                        IssueType::Value,
+                        format!("parameter '{name}' is not a search parameter, so it takes no modifier (:{modifier})"),
+                    )
+                    .at(name),
+                );
+                self.rejected.push(name.to_owned());
+                continue;
+            }
             if !definition.kind.is_simple() {
                 return Err(OperationError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -259,6 +292,8 @@ fn entry_value(
                 check_primitive_json(declared, &value)?;
             } else if !value.is_object() {
                 return Err(format!("{member} must be a JSON object"));
+            } else {
+                complex::check(declared, &value)?;
             }
             Ok(ParamValue::Value {
                 fhir_type: declared.to_owned(),
@@ -376,7 +411,10 @@ mod tests {
         let definition = definition();
         let mut binder = Binder::new(&definition);
         binder
-            .add_query([("count", "x"), ("count", "2"), ("bogus", "1"), ("_pretty", "true")].into_iter())
+            .add_query(
+                [("count", "x"), ("count", "2"), ("bogus", "1"), ("_pretty", "true")].into_iter(),
+                true,
+            )
             .unwrap();
         let error = binder.finish().unwrap_err();
         assert_eq!(error.status, StatusCode::BAD_REQUEST);
@@ -394,7 +432,7 @@ mod tests {
     fn complex_parameters_in_the_query_are_405() {
         let definition = definition();
         let mut binder = Binder::new(&definition);
-        let error = binder.add_query([("resource", "x")].into_iter()).unwrap_err();
+        let error = binder.add_query([("resource", "x")].into_iter(), true).unwrap_err();
         assert_eq!(error.status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(error.headers, [("Allow", "POST".to_owned())]);
     }

@@ -1,7 +1,7 @@
 //! The CapabilityStatement served at `[base]/metadata`, built from the registry.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde_json::{Map, Value, json};
 
@@ -45,38 +45,7 @@ impl Default for ServerInfo {
     }
 }
 
-/// Writes a time as a FHIR `instant` in UTC with milliseconds.
-pub fn format_instant(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = since_epoch.as_secs();
-    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60,
-        since_epoch.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+pub use crate::types::time::format_instant;
 
 /// Builds the CapabilityStatement for the operations in `snapshot`.
 pub fn capability_statement(snapshot: &Snapshot, info: &ServerInfo, base_url: &str) -> Value {
@@ -136,16 +105,4 @@ pub fn capability_statement(snapshot: &Snapshot, info: &ServerInfo, base_url: &s
         "format": ["json", "application/fhir+json"],
         "rest": [rest],
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn instants_are_utc() {
-        let time = UNIX_EPOCH + std::time::Duration::from_millis(1_709_251_199_123);
-        assert_eq!(format_instant(time), "2024-02-29T23:59:59.123Z");
-        assert_eq!(format_instant(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-    }
 }

@@ -81,7 +81,8 @@ enum Acceptable {
 }
 
 fn classify(media_type: &str) -> Acceptable {
-    match media_type.trim().to_ascii_lowercase().as_str() {
+    // `_format=application/fhir+json` typed without percent-encoding arrives with a space.
+    match media_type.trim().to_ascii_lowercase().replace(' ', "+").as_str() {
         "application/fhir+json" | "application/json+fhir" | "json" | "*/*" | "application/*" => Acceptable::FhirJson,
         "application/json" | "text/json" => Acceptable::PlainJson,
         "application/fhir+xml"

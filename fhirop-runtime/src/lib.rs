@@ -7,7 +7,6 @@
 //! [`definition`], the [`operation`]'s handler runs with its [`context`], and [`output`]
 //! turns the result into the body. Every failure is an [`outcome::OperationError`].
 #![warn(missing_docs)]
-
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 pub mod binding;
 pub mod capability;

@@ -4,7 +4,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use actix_web::http::{Method, StatusCode, header};
+use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, Scope, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
@@ -21,6 +21,8 @@ use crate::output::OperationOutput;
 use crate::registry::{OperationRegistry, RegisteredOperation, RegistryError, Resolution};
 use crate::resource_types::is_r4_resource_type;
 use crate::types::lexical::is_id;
+
+pub use actix_web::http::StatusCode;
 
 /// The default request body limit: 16 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -446,7 +448,7 @@ async fn invoke(
         Default::default()
     } else {
         let mut binder = Binder::new(definition);
-        binder.add_query(query.iter().map(|(key, value)| (key.as_ref(), value.as_ref())))?;
+        binder.add_query(query.iter().map(|(key, value)| (key.as_ref(), value.as_ref())), is_get)?;
         if !is_get {
             let body = read_body(request, payload, state.body_limit).await?;
             if !body.is_empty() {

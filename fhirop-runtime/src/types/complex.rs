@@ -32,6 +32,26 @@ pub fn serialize_value<T: Serialize>(value: &T, fhir_type: &str) -> ParamValue {
     }
 }
 
+/// Checks the content of a complex value whose type fhirop models (the types of this
+/// module); other types pass. The binder calls it so that every problem of a request is
+/// found before any handler runs, for native and dynamic operations alike.
+pub fn check(fhir_type: &str, value: &Value) -> Result<(), String> {
+    fn parse<T: DeserializeOwned>(fhir_type: &str, value: &Value) -> Result<(), String> {
+        T::deserialize(value)
+            .map(drop)
+            .map_err(|error| format!("invalid {fhir_type}: {error}"))
+    }
+    match fhir_type {
+        "Coding" => parse::<Coding>(fhir_type, value),
+        "CodeableConcept" => parse::<CodeableConcept>(fhir_type, value),
+        "Identifier" => parse::<Identifier>(fhir_type, value),
+        "Reference" => parse::<Reference>(fhir_type, value),
+        "Quantity" => parse::<Quantity>(fhir_type, value),
+        "Period" => parse::<Period>(fhir_type, value),
+        _ => Ok(()),
+    }
+}
+
 /// FHIR `Coding`: a code defined by a terminology system.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

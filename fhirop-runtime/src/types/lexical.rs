@@ -99,15 +99,6 @@ fn number_in(text: &str, digits: usize, low: u32, high: u32) -> bool {
     text.len() == digits && all_digits(text) && text.parse::<u32>().is_ok_and(|value| (low..=high).contains(&value))
 }
 
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
 /// `YYYY`, `YYYY-MM` or `YYYY-MM-DD`, with real months and days.
 pub(crate) fn is_date(text: &str) -> bool {
     let mut parts = text.split('-');
@@ -123,10 +114,10 @@ pub(crate) fn is_date(text: &str) -> bool {
     let Some(day) = parts.next() else {
         return true;
     };
-    let (Ok(year), Ok(month)) = (year.parse(), month.parse()) else {
+    let (Ok(year), Ok(month)) = (year.parse::<i64>(), month.parse::<i64>()) else {
         return false;
     };
-    parts.next().is_none() && number_in(day, 2, 1, days_in_month(year, month))
+    parts.next().is_none() && number_in(day, 2, 1, super::time::days_in_month(year, month) as u32)
 }
 
 /// `hh:mm:ss(.s+)?`

@@ -14,6 +14,7 @@ pub mod lexical;
 pub mod primitives;
 pub mod resource;
 pub mod search;
+pub mod time;
 
 use serde_json::Value;
 

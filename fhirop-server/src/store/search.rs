@@ -2,6 +2,7 @@
 //! SQL condition on those index rows (R4 search.html).
 
 use fhirop::types::search::{DateParam, Prefix, ReferenceParam, SearchValue, TokenParam, split_or};
+use fhirop::types::time::date_range;
 use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
@@ -243,88 +244,6 @@ fn reference_values(value: &Value) -> Vec<IndexValue> {
     }
 }
 
-/// Days from 1970-01-01 to a civil date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-fn is_leap(year: i64) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// The range a date or date-time stands for, in epoch milliseconds (both ends inclusive): a
-/// year is the whole year, a day the whole day (UTC when no zone is written), an instant its
-/// second or millisecond.
-pub fn date_range(text: &str) -> Option<(i64, i64)> {
-    const DAY: i64 = 86_400_000;
-    let (date, time) = match text.split_once('T') {
-        Some((date, time)) => (date, Some(time)),
-        None => (text, None),
-    };
-    let mut parts = date.split('-');
-    let year: i64 = parts.next()?.parse().ok()?;
-    let month: Option<i64> = parts.next().map(str::parse).transpose().ok()?;
-    let day: Option<i64> = parts.next().map(str::parse).transpose().ok()?;
-    let Some(time) = time else {
-        return Some(match (month, day) {
-            (None, _) => (
-                days_from_civil(year, 1, 1) * DAY,
-                days_from_civil(year + 1, 1, 1) * DAY - 1,
-            ),
-            (Some(month), None) => (
-                days_from_civil(year, month, 1) * DAY,
-                (days_from_civil(year, month, 1) + days_in_month(year, month)) * DAY - 1,
-            ),
-            (Some(month), Some(day)) => (
-                days_from_civil(year, month, day) * DAY,
-                (days_from_civil(year, month, day) + 1) * DAY - 1,
-            ),
-        });
-    };
-    let zone_at = time.find(['Z', '+', '-']).unwrap_or(time.len());
-    let (clock, zone) = time.split_at(zone_at);
-    let offset_minutes = match zone {
-        "" | "Z" => 0,
-        zone => {
-            let sign = if zone.starts_with('-') { -1 } else { 1 };
-            let (hours, minutes) = zone[1..].split_once(':')?;
-            sign * (hours.parse::<i64>().ok()? * 60 + minutes.parse::<i64>().ok()?)
-        }
-    };
-    let mut clock_parts = clock.split(':');
-    let hours: i64 = clock_parts.next()?.parse().ok()?;
-    let minutes: i64 = clock_parts.next()?.parse().ok()?;
-    let (seconds, millis, precision) = match clock_parts.next() {
-        None => (0, 0, 60_000),
-        Some(seconds) => match seconds.split_once('.') {
-            None => (seconds.parse::<i64>().ok()?, 0, 1_000),
-            Some((whole, fraction)) => {
-                let millis = format!("{fraction:0<3}")[..3].parse::<i64>().ok()?;
-                (whole.parse::<i64>().ok()?, millis, 1)
-            }
-        },
-    };
-    let start = days_from_civil(year, month?, day?) * DAY
-        + ((hours * 60 + minutes - offset_minutes) * 60 + seconds) * 1_000
-        + millis;
-    Some((start, start + precision - 1))
-}
-
 /// A value bound to a SQL placeholder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -552,19 +471,6 @@ pub fn index_table(kind: SearchParamType) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn date_ranges_follow_precision_and_zones() {
-        let day = date_range("2024-02-29").unwrap();
-        assert_eq!(day.1 - day.0 + 1, 86_400_000);
-        let year = date_range("2024").unwrap();
-        assert_eq!((year.1 - year.0 + 1) / 86_400_000, 366);
-        let utc = date_range("2024-01-01T10:00:00Z").unwrap();
-        let plus_two = date_range("2024-01-01T12:00:00+02:00").unwrap();
-        assert_eq!(utc, plus_two);
-        assert_eq!(date_range("2024-01-01T10:00:00.5Z").unwrap().0, utc.0 + 500);
-        assert!(date_range("nonsense").is_none());
-    }
 
     #[test]
     fn index_values_cover_names_tokens_references_and_periods() {
