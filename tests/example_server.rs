@@ -19,3 +19,77 @@ fn healthcheck_answers_all_ok_on_get_and_post() {
         );
     }
 }
+
+#[test]
+fn hello_greets_by_name_and_defaults_to_world() {
+    let server = TestServer::example();
+    let named = server.get("/Patient/$hello?name=World");
+    assert_eq!(named.status, 200);
+    assert_eq!(named.header("content-type"), Some(FHIR_JSON));
+    assert_eq!(
+        named.json(),
+        json!({"resourceType": "Parameters", "parameter": [{"name": "return", "valueString": "Hello, World"}]})
+    );
+    let posted = server.post_json(
+        "/Patient/$hello",
+        &json!({"resourceType": "Parameters", "parameter": [{"name": "name", "valueString": "Ada"}]}),
+    );
+    assert_eq!(posted.json()["parameter"][0]["valueString"], "Hello, Ada");
+    assert_eq!(
+        server.get("/Patient/$hello").json()["parameter"][0]["valueString"],
+        "Hello, World"
+    );
+}
+
+#[test]
+fn add_identifier_appends_to_a_parameters_or_bare_patient_and_refuses_get() {
+    let server = TestServer::example();
+    let patient = json!({"resourceType": "Patient", "name": [{"family": "Smith", "given": ["John"]}]});
+    let expected = json!({
+        "resourceType": "Patient",
+        "name": [{"family": "Smith", "given": ["John"]}],
+        "identifier": [{"system": "https://example.com/patient-id", "value": "12345"}],
+    });
+    let wrapped = server.post_json(
+        "/Patient/$add-identifier",
+        &json!({"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": patient}]}),
+    );
+    assert_eq!(wrapped.status, 200, "{}", wrapped.body);
+    assert_eq!(wrapped.json(), expected);
+    let bare = server.post_json("/Patient/$add-identifier", &patient);
+    assert_eq!(bare.json(), expected);
+    let get = server.get("/Patient/$add-identifier");
+    assert_eq!(get.status, 405);
+    assert_eq!(get.header("allow"), Some("POST"));
+    assert_eq!(get.issue_codes(), ["not-supported"]);
+    let wrong_type = server.post_json("/Patient/$add-identifier", &json!({"resourceType": "Observation"}));
+    assert_eq!(wrong_type.status, 400);
+    assert_eq!(wrong_type.issue_codes(), ["value"]);
+}
+
+#[test]
+fn metadata_lists_the_native_operations() {
+    let server = TestServer::example();
+    let metadata = server.get("/metadata").json();
+    assert_eq!(
+        metadata["rest"][0]["operation"],
+        json!([{
+            "name": "healthcheck",
+            "definition": server.url("/OperationDefinition/s-healthcheck"),
+        }])
+    );
+    let patient = metadata["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|resource| resource["type"] == "Patient")
+        .unwrap()
+        .clone();
+    let names: Vec<&str> = patient["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hello", "add-identifier", "everything"]);
+}
