@@ -152,6 +152,13 @@ impl OperationContext {
         tenant_of(&self.inner.request)
     }
 
+    /// Who is calling, as the server's authentication established it (set in the request's
+    /// extensions); `None` on a server without authentication.
+    pub fn caller(&self) -> Option<Caller> {
+        use actix_web::HttpMessage;
+        self.inner.request.extensions().get::<Caller>().cloned()
+    }
+
     /// The definition of the operation being invoked.
     pub fn definition(&self) -> &OperationDefinition {
         &self.inner.definition

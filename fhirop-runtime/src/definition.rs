@@ -324,6 +324,140 @@ impl OperationDefinition {
     }
 }
 
+/// The FHIR primitive type names.
+pub const PRIMITIVE_TYPES: [&str; 20] = [
+    "base64Binary",
+    "boolean",
+    "canonical",
+    "code",
+    "date",
+    "dateTime",
+    "decimal",
+    "id",
+    "instant",
+    "integer",
+    "markdown",
+    "oid",
+    "positiveInt",
+    "string",
+    "time",
+    "unsignedInt",
+    "uri",
+    "url",
+    "uuid",
+    "xhtml",
+];
+
+/// The kind of a parameter declared with `type`, `searchType` and `part` (for definitions
+/// read from JSON, such as Bots').
+pub fn kind_of(fhir_type: Option<&str>, search_type: Option<&str>, has_parts: bool) -> ParamKind {
+    match (fhir_type, search_type) {
+        (_, Some(_)) => ParamKind::Search,
+        (None, None) if has_parts => ParamKind::Tuple,
+        (Some(fhir_type), None) if PRIMITIVE_TYPES.contains(&fhir_type) => ParamKind::Primitive,
+        (Some(fhir_type), None)
+            if crate::resource_types::is_r4_resource_type(fhir_type)
+                || matches!(fhir_type, "Resource" | "DomainResource") =>
+        {
+            ParamKind::Resource
+        }
+        (Some(_), None) => ParamKind::Complex,
+        (None, None) => ParamKind::Primitive,
+    }
+}
+
+impl ParamDefinition {
+    /// Reads one `OperationDefinition.parameter`.
+    pub fn from_json(json: &Value) -> Result<ParamDefinition, String> {
+        let name = json
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|name| !name.is_empty())
+            .ok_or("a parameter needs a name")?;
+        let use_ = match json.get("use").and_then(Value::as_str) {
+            Some("in") => ParamUse::In,
+            Some("out") => ParamUse::Out,
+            _ => return Err(format!("parameter '{name}' needs use 'in' or 'out'")),
+        };
+        let min = json
+            .get("min")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("parameter '{name}' needs a min"))? as u32;
+        let max = json
+            .get("max")
+            .and_then(Value::as_str)
+            .and_then(Max::from_fhir)
+            .ok_or_else(|| format!("parameter '{name}' needs a max such as \"1\" or \"*\""))?;
+        let parts = match json.get("part").and_then(Value::as_array) {
+            Some(parts) => parts.iter().map(ParamDefinition::from_json).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let fhir_type = json.get("type").and_then(Value::as_str).map(str::to_owned);
+        let search_type = json.get("searchType").and_then(Value::as_str).map(str::to_owned);
+        if fhir_type.is_none() && parts.is_empty() {
+            return Err(format!("parameter '{name}' needs a type or parts"));
+        }
+        Ok(ParamDefinition {
+            name: name.to_owned(),
+            use_,
+            min,
+            max,
+            kind: kind_of(fhir_type.as_deref(), search_type.as_deref(), !parts.is_empty()),
+            fhir_type,
+            search_type,
+            documentation: json.get("documentation").and_then(Value::as_str).map(str::to_owned),
+            parts,
+        })
+    }
+}
+
+impl OperationDefinition {
+    /// Reads an `OperationDefinition` resource (one a client stored, for instance).
+    pub fn from_json(json: &Value) -> Result<OperationDefinition, String> {
+        if json.get("resourceType").and_then(Value::as_str) != Some("OperationDefinition") {
+            return Err("expected an OperationDefinition".into());
+        }
+        let text = |key: &str| json.get(key).and_then(Value::as_str).map(str::to_owned);
+        let flag = |key: &str| json.get(key).and_then(Value::as_bool).unwrap_or(false);
+        let code = text("code")
+            .map(|code| code.trim_start_matches('$').to_owned())
+            .filter(|code| !code.is_empty())
+            .ok_or("an OperationDefinition needs a code")?;
+        let parameters = match json.get("parameter").and_then(Value::as_array) {
+            Some(parameters) => parameters
+                .iter()
+                .map(ParamDefinition::from_json)
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        let resource = json
+            .get("resource")
+            .and_then(Value::as_array)
+            .map(|types| types.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        Ok(OperationDefinition {
+            id: text("id").unwrap_or_default(),
+            url: text("url"),
+            name: text("name").unwrap_or_else(|| name_from_code(&code)),
+            title: text("title"),
+            status: text("status").unwrap_or_else(|| "active".into()),
+            code,
+            resource,
+            system: flag("system"),
+            type_level: flag("type"),
+            instance: flag("instance"),
+            affects_state: flag("affectsState"),
+            description: text("description"),
+            parameters,
+            extensions: json
+                .get("extension")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+}
+
 /// `everything` → `Everything`; `add-identifier` → `AddIdentifier`: FHIR's `name` is
 /// computer-friendly (`[A-Z]([A-Za-z0-9_]){0,254}`).
 fn name_from_code(code: &str) -> String {

@@ -20,7 +20,8 @@ pub struct OperationCall {
     pub context: OperationContext,
     /// The IN parameters, checked against the definition.
     pub params: BoundParams,
-    /// The body as received, for `manual_request` operations (otherwise `None`).
+    /// The body as received (`None` for GET): what `manual_request` handlers read, and what
+    /// dynamic operations (Bots) pass on as it was sent.
     pub body: Option<Bytes>,
 }
 

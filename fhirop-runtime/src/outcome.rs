@@ -293,6 +293,18 @@ impl std::fmt::Display for OperationError {
 
 impl std::error::Error for OperationError {}
 
+/// An `OperationError` is an actix error too, answered as an OperationOutcome: handlers with
+/// `manual_response` and your own actix routes can return it with `?`.
+impl actix_web::ResponseError for OperationError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        crate::format::ResponseFormat::default().respond_error(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

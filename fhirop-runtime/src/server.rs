@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use actix_web::http::{Method, header};
-use actix_web::{HttpRequest, HttpResponse, Scope, web};
+use actix_web::{HttpRequest, HttpResponse, Scope, guard, web};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
@@ -122,19 +122,36 @@ impl FhirServer {
     }
 
     /// An actix `Scope` at the base path with `metadata`, `OperationDefinition` and every
-    /// operation route. Add your own services to it before mounting it; paths it does not
-    /// know answer 404 with an OperationOutcome.
+    /// operation route. Paths it does not know answer 404 with an OperationOutcome.
     pub fn scope(&self) -> Scope {
+        self.scope_with(|scope| scope)
+    }
+
+    /// Like [`FhirServer::scope`], with your routes added after the operation routes (which
+    /// win on `$`) and before the fallbacks, so a server with a store can take the other
+    /// methods of `OperationDefinition` (create, update, delete).
+    pub fn scope_with(&self, routes: impl FnOnce(Scope) -> Scope) -> Scope {
         let state = web::Data::from(self.state.clone());
-        web::scope(&self.state.base_path)
+        let scope = web::scope(&self.state.base_path)
             .app_data(state)
             .service(web::resource("/metadata").to(metadata_route))
-            .service(web::resource("/OperationDefinition").to(definitions_route))
-            .service(web::resource("/OperationDefinition/{id}").to(definition_route))
+            .service(
+                web::resource("/OperationDefinition")
+                    .guard(guard::Get())
+                    .to(definitions_route),
+            )
+            .service(
+                web::resource("/OperationDefinition/{id}")
+                    .guard(guard::Get())
+                    .to(definition_route),
+            )
             .service(web::resource(r"/{op:\$[^/]+}").to(operation_route))
             .service(web::resource(r"/{type}/{op:\$[^/]+}").to(operation_route))
             .service(web::resource(r"/{type}/{id}/{op:\$[^/]+}").to(operation_route))
-            .service(web::resource(r"/{type}/{id}/_history/{vid}/{op:\$[^/]+}").to(operation_route))
+            .service(web::resource(r"/{type}/{id}/_history/{vid}/{op:\$[^/]+}").to(operation_route));
+        routes(scope)
+            .service(web::resource("/OperationDefinition").to(get_only_route))
+            .service(web::resource("/OperationDefinition/{id}").to(get_only_route))
             .default_service(web::to(unknown_route))
     }
 }
@@ -278,6 +295,12 @@ async fn definition_route(request: HttpRequest, state: web::Data<ServerState>) -
             "OperationDefinition/{id} is not known to this server"
         ))),
     }
+}
+
+async fn get_only_route(request: HttpRequest) -> HttpResponse {
+    negotiate(&request)
+        .unwrap_or_default()
+        .respond_error(&method_not_allowed("GET"))
 }
 
 async fn unknown_route(request: HttpRequest) -> HttpResponse {
@@ -451,6 +474,7 @@ async fn invoke(
         binder.add_query(query.iter().map(|(key, value)| (key.as_ref(), value.as_ref())), is_get)?;
         if !is_get {
             let body = read_body(request, payload, state.body_limit).await?;
+            raw_body = Some(body.clone());
             if !body.is_empty() {
                 check_content_type(request)?;
                 let json = parse_json_object(&body)?;

@@ -33,6 +33,27 @@ pub struct Config {
     #[arg(long, env = "FHIROP_MEMORY")]
     pub memory: bool,
 
+    /// Threads that run Bots (default: one per CPU core).
+    #[arg(long, env = "FHIROP_BOT_WORKERS")]
+    pub bot_workers: Option<usize>,
+
+    /// Bot executions that may wait for a worker; beyond that → 503 with Retry-After.
+    #[arg(long, env = "FHIROP_BOT_QUEUE", default_value_t = 256)]
+    pub bot_queue: usize,
+
+    /// A Bot's time limit in seconds when the Bot sets no `timeout`.
+    #[arg(long, env = "FHIROP_BOT_TIMEOUT", default_value_t = 10)]
+    pub bot_timeout: u64,
+
+    /// A Bot's QuickJS heap limit in MiB.
+    #[arg(long, env = "FHIROP_BOT_MEMORY", default_value_t = 64)]
+    pub bot_memory_mib: usize,
+
+    /// Answer Bot operations only at the levels their OperationDefinition declares (Medplum
+    /// answers at every level).
+    #[arg(long, env = "FHIROP_STRICT_OPERATION_LEVELS")]
+    pub strict_operation_levels: bool,
+
     /// HTTP worker threads (default: one per CPU core).
     #[arg(long, env = "FHIROP_WORKERS")]
     pub workers: Option<usize>,
@@ -47,6 +68,11 @@ impl Config {
             body_limit: fhirop::server::DEFAULT_BODY_LIMIT,
             data_dir: std::path::PathBuf::from("./data"),
             memory: true,
+            bot_workers: Some(2),
+            bot_queue: 256,
+            bot_timeout: 10,
+            bot_memory_mib: 64,
+            strict_operation_levels: false,
             workers: Some(2),
         }
     }

@@ -3,6 +3,7 @@
 //! together, so tests and `main` start the same server.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+pub mod bots;
 pub mod config;
 pub mod everything;
 pub mod operations;
@@ -18,14 +19,35 @@ use fhirop::capability::ServerInfo;
 use fhirop::prelude::*;
 use fhirop::server::FhirServer;
 use fhirop::store::{ResourceStore, StoreHandle};
+
+use bots::Bots;
+use bots::pool::BotPool;
+use bots::provider::BotProvider;
+use bots::sandbox::SandboxLimits;
 use serde_json::{Value, json};
 
 pub use config::Config;
 
+/// The resource types this server defines beyond R4's.
+pub const SERVER_RESOURCE_TYPES: [&str; 1] = ["Bot"];
+
+/// Whether `name` is an R4 resource type or one of [`SERVER_RESOURCE_TYPES`].
+pub fn is_known_resource_type(name: &str) -> bool {
+    fhirop::resource_types::is_r4_resource_type(name) || SERVER_RESOURCE_TYPES.contains(&name)
+}
+
 /// The FHIR endpoints with every native operation registered.
-pub fn build(config: &Config, store: &StoreHandle) -> Result<FhirServer, fhirop::registry::RegistryError> {
+pub fn build(
+    config: &Config,
+    store: &StoreHandle,
+    bots: &Arc<Bots>,
+) -> Result<FhirServer, fhirop::registry::RegistryError> {
     let capability_store = store.clone();
-    FhirServer::builder()
+    let mut builder = FhirServer::builder();
+    for resource_type in SERVER_RESOURCE_TYPES {
+        builder = builder.resource_type(resource_type);
+    }
+    builder
         .base_path(&config.base_path)
         .body_limit(config.body_limit)
         .server_info(ServerInfo {
@@ -40,6 +62,7 @@ pub fn build(config: &Config, store: &StoreHandle) -> Result<FhirServer, fhirop:
             operations::add_identifier,
             everything::everything
         ])
+        .provider(BotProvider { bots: bots.clone() })
         .build()
 }
 
@@ -54,11 +77,12 @@ const INTERACTIONS: [&str; 7] = [
     "search-type",
 ];
 
-/// What `/metadata` says of the REST interactions: every R4 type, with the search
-/// parameters the store indexes for it.
+/// What `/metadata` says of the REST interactions: every type, with the search parameters
+/// the store indexes for it.
 fn rest_capabilities(store: &StoreHandle) -> Vec<Value> {
     fhirop::resource_types::R4_RESOURCE_TYPES
         .iter()
+        .chain(SERVER_RESOURCE_TYPES.iter())
         .map(|resource_type| {
             let search_params: Vec<Value> = store
                 .search_params(resource_type)
@@ -112,13 +136,33 @@ impl std::fmt::Debug for Running {
 /// Opens the store, binds the configured address and prepares the server. The socket
 /// accepts connections as soon as this returns.
 pub async fn start(config: &Config) -> std::io::Result<Running> {
+    bots::host::start_store_runtime()?;
     let store = open_store(config).await?;
-    let fhir = build(config, &store).map_err(std::io::Error::other)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let limits = SandboxLimits {
+        memory: config.bot_memory_mib * 1024 * 1024,
+        timeout: std::time::Duration::from_secs(config.bot_timeout),
+        ..SandboxLimits::default()
+    };
+    let pool = BotPool::start(config.bot_workers.unwrap_or(cores), config.bot_queue, limits)?;
+    let bots = Arc::new(Bots::start(store.clone(), pool, config.strict_operation_levels)?);
+    let fhir = build(config, &store, &bots).map_err(std::io::Error::other)?;
+    bots.attach(fhir.registry().clone());
+    let loaded = bots
+        .load_definitions(fhirop::context::DEFAULT_TENANT)
+        .await
+        .map_err(std::io::Error::other)?;
+    tracing::info!("{loaded} Bot operations registered");
     let listener = TcpListener::bind(config.addr)?;
     let addr = listener.local_addr()?;
-    let mut http = HttpServer::new(move || App::new().app_data(store.clone()).service(rest::routes(fhir.scope())))
-        .shutdown_timeout(5)
-        .listen(listener)?;
+    let mut http = HttpServer::new(move || {
+        App::new()
+            .app_data(store.clone())
+            .app_data(bots.clone())
+            .service(fhir.scope_with(rest::routes))
+    })
+    .shutdown_timeout(5)
+    .listen(listener)?;
     if let Some(workers) = config.workers {
         http = http.workers(workers);
     }

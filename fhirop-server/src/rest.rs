@@ -12,6 +12,12 @@ use fhirop::types::lexical::is_id;
 use fhirop::types::resource::Bundle;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
+use fhirop::definition::OperationDefinition;
+
+use crate::bots::Bots;
+use crate::is_known_resource_type;
 use crate::transaction::process_bundle;
 
 /// The default and the largest page size of a search.
@@ -79,9 +85,9 @@ macro_rules! rest {
 }
 
 /// Checks the type in the URL.
-fn resource_type_in_url(request: &HttpRequest, state: &ServerState) -> Result<String, OperationError> {
+fn resource_type_in_url(request: &HttpRequest) -> Result<String, OperationError> {
     let resource_type = request.match_info().get("type").unwrap_or_default();
-    if state.is_resource_type(resource_type) {
+    if is_known_resource_type(resource_type) {
         Ok(resource_type.to_owned())
     } else {
         Err(OperationError::new(
@@ -118,16 +124,16 @@ async fn resource_body(
         return Err(OperationError::invalid("the request needs a resource in its body"));
     }
     let resource = parse_json_object(&body)?;
-    check_resource(state, &resource, resource_type)?;
+    check_resource(&resource, resource_type)?;
     Ok(resource)
 }
 
 /// The input rules every stored resource follows.
-pub fn check_resource(state: &ServerState, resource: &Value, expected_type: &str) -> Result<(), OperationError> {
+pub fn check_resource(resource: &Value, expected_type: &str) -> Result<(), OperationError> {
     let given = resource.get("resourceType").and_then(Value::as_str);
     match given {
         None => Err(OperationError::invalid("the resource has no resourceType")),
-        Some(given) if !state.is_resource_type(given) => Err(OperationError::invalid(format!(
+        Some(given) if !is_known_resource_type(given) => Err(OperationError::invalid(format!(
             "'{given}' is not a resource type this server knows"
         ))),
         Some(given) if given != expected_type => Err(OperationError::invalid(format!(
@@ -138,6 +144,43 @@ pub fn check_resource(state: &ServerState, resource: &Value, expected_type: &str
             Some(Value::String(id)) if is_id(id) => Ok(()),
             Some(other) => Err(OperationError::invalid(format!("{other} is not a valid resource id"))),
         },
+    }
+}
+
+/// A Bot-backed OperationDefinition about to be stored: checked (its Bot exists, its code
+/// clashes with nothing) before anything is written.
+async fn check_definition(
+    request: &HttpRequest,
+    rest: &Rest,
+    resource: &Value,
+) -> Result<Option<(OperationDefinition, String)>, OperationError> {
+    match request.app_data::<Arc<Bots>>() {
+        Some(bots) if resource.get("resourceType").and_then(Value::as_str) == Some("OperationDefinition") => {
+            bots.check_definition(&rest.tenant, resource).await
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Registers (or, when the definition no longer names a Bot, removes) the operation of a
+/// stored OperationDefinition, so it answers at once.
+fn register_definition(
+    request: &HttpRequest,
+    stored: &StoredResource,
+    registration: Option<(OperationDefinition, String)>,
+) -> Result<(), OperationError> {
+    let Some(bots) = request.app_data::<Arc<Bots>>() else {
+        return Ok(());
+    };
+    if stored.resource_type != "OperationDefinition" {
+        return Ok(());
+    }
+    match registration {
+        Some((mut definition, bot)) => {
+            definition.id = stored.id.clone();
+            bots.register(definition, bot)
+        }
+        None => bots.unregister(&stored.id),
     }
 }
 
@@ -188,10 +231,11 @@ fn not_found(resource_type: &str, id: &str) -> OperationError {
 
 async fn create_route(request: HttpRequest, payload: web::Payload, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
-        let resource_type = resource_type_in_url(&request, &state)?;
+        let resource_type = resource_type_in_url(&request)?;
         let mut resource = resource_body(&request, payload, &state, &resource_type).await?;
         // R4 create: the server assigns the id, whatever the body says.
         resource["id"] = Value::String(uuid::Uuid::new_v4().to_string());
+        let registration = check_definition(&request, &rest, &resource).await?;
         let mut results = rest
             .store
             .transaction(&rest.tenant, vec![Write::Create { resource }])
@@ -200,6 +244,7 @@ async fn create_route(request: HttpRequest, payload: web::Payload, state: web::D
             .pop()
             .and_then(|result| result.stored)
             .ok_or_else(|| OperationError::internal("the store returned nothing for a create"))?;
+        register_definition(&request, &stored, registration)?;
         let location = versioned_location(&rest.base_url, &stored);
         Ok(resource_response(
             rest.format,
@@ -212,7 +257,7 @@ async fn create_route(request: HttpRequest, payload: web::Payload, state: web::D
 
 async fn read_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
-        let resource_type = resource_type_in_url(&request, &state)?;
+        let resource_type = resource_type_in_url(&request)?;
         let id = id_in_url(&request, "id")?;
         match rest.store.read(&rest.tenant, &resource_type, &id).await? {
             ReadResult::Found(stored) => Ok(resource_response(rest.format, StatusCode::OK, &stored, None)),
@@ -224,7 +269,7 @@ async fn read_route(request: HttpRequest, state: web::Data<ServerState>) -> Http
 
 async fn vread_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
-        let resource_type = resource_type_in_url(&request, &state)?;
+        let resource_type = resource_type_in_url(&request)?;
         let id = id_in_url(&request, "id")?;
         let vid = request.match_info().get("vid").unwrap_or_default();
         let Ok(version) = vid.parse::<u64>() else {
@@ -257,7 +302,7 @@ fn if_match(request: &HttpRequest) -> Result<Option<u64>, OperationError> {
 
 async fn update_route(request: HttpRequest, payload: web::Payload, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
-        let resource_type = resource_type_in_url(&request, &state)?;
+        let resource_type = resource_type_in_url(&request)?;
         let id = id_in_url(&request, "id")?;
         let resource = resource_body(&request, payload, &state, &resource_type).await?;
         match resource.get("id").and_then(Value::as_str) {
@@ -273,6 +318,7 @@ async fn update_route(request: HttpRequest, payload: web::Payload, state: web::D
                 )));
             }
         }
+        let registration = check_definition(&request, &rest, &resource).await?;
         let write = Write::Update {
             resource,
             if_match: if_match(&request)?,
@@ -284,6 +330,7 @@ async fn update_route(request: HttpRequest, payload: web::Payload, state: web::D
         let stored = result
             .stored
             .ok_or_else(|| OperationError::internal("the store returned nothing for an update"))?;
+        register_definition(&request, &stored, registration)?;
         let status = if result.created {
             StatusCode::CREATED
         } else {
@@ -296,7 +343,7 @@ async fn update_route(request: HttpRequest, payload: web::Payload, state: web::D
 
 async fn delete_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
-        let resource_type = resource_type_in_url(&request, &state)?;
+        let resource_type = resource_type_in_url(&request)?;
         let id = id_in_url(&request, "id")?;
         if matches!(
             rest.store.read(&rest.tenant, &resource_type, &id).await?,
@@ -309,6 +356,11 @@ async fn delete_route(request: HttpRequest, state: web::Data<ServerState>) -> Ht
             id: id.clone(),
         };
         rest.store.transaction(&rest.tenant, vec![write]).await?;
+        if resource_type == "OperationDefinition"
+            && let Some(bots) = request.app_data::<Arc<Bots>>()
+        {
+            bots.unregister(&id)?;
+        }
         let outcome = OperationOutcome::information(format!("{resource_type}/{id} deleted"));
         Ok(rest.format.respond(StatusCode::OK, &outcome.to_json()))
     })
@@ -316,7 +368,7 @@ async fn delete_route(request: HttpRequest, state: web::Data<ServerState>) -> Ht
 
 async fn history_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
-        let resource_type = resource_type_in_url(&request, &state)?;
+        let resource_type = resource_type_in_url(&request)?;
         let id = id_in_url(&request, "id")?;
         let versions = rest.store.history(&rest.tenant, &resource_type, &id).await?;
         if versions.is_empty() {
@@ -450,7 +502,7 @@ pub fn searchset(base_url: &str, query: &SearchQuery, result: fhirop::store::Sea
 
 async fn search_route(request: HttpRequest, payload: web::Payload, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
-        let resource_type = resource_type_in_url(&request, &state)?;
+        let resource_type = resource_type_in_url(&request)?;
         let mut pairs: Vec<(String, String)> = form_urlencoded::parse(request.query_string().as_bytes())
             .map(|(name, value)| (name.into_owned(), value.into_owned()))
             .collect();
@@ -471,7 +523,7 @@ async fn bundle_route(request: HttpRequest, payload: web::Payload, state: web::D
         let body = read_body(&request, payload, state.body_limit()).await?;
         check_content_type(&request)?;
         let bundle = parse_json_object(&body)?;
-        let response = process_bundle(&state, &rest.store, &rest.tenant, bundle).await?;
+        let response = process_bundle(&rest.store, &rest.tenant, bundle).await?;
         Ok(rest.format.respond(StatusCode::OK, &response))
     })
 }

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use fhirop::outcome::{IssueType, OperationError};
-use fhirop::server::ServerState;
 use fhirop::store::{ReadResult, StoreHandle, StoredResource, Write, WriteResult};
 use fhirop::types::lexical::is_id;
 use serde_json::{Value, json};
@@ -70,7 +69,6 @@ fn entry_request(entry: &Value, index: usize) -> Result<(&str, &str), OperationE
 
 /// Plans a transaction: every id and reference settled before anything is written.
 struct Planner<'a> {
-    state: &'a ServerState,
     store: &'a StoreHandle,
     tenant: &'a str,
     /// `fullUrl` (and `urn:uuid:`) → `Type/id`.
@@ -90,7 +88,7 @@ impl Planner<'_> {
                     .get("resource")
                     .cloned()
                     .ok_or_else(|| OperationError::invalid(format!("Bundle.entry[{index}] has no resource")))?;
-                check_resource(self.state, &resource, url)?;
+                check_resource(&resource, url)?;
                 let if_none_exist = entry
                     .get("request")
                     .and_then(|request| request.get("ifNoneExist"))
@@ -153,7 +151,7 @@ impl Planner<'_> {
                     }
                     (resource_type.to_owned(), id.to_owned())
                 };
-                check_resource(self.state, &resource, &resource_type)?;
+                check_resource(&resource, &resource_type)?;
                 resource["id"] = Value::String(id.clone());
                 self.alias(full_url, &format!("{resource_type}/{id}"));
                 let if_match = entry
@@ -265,12 +263,7 @@ async fn read_entry(store: &StoreHandle, tenant: &str, url: &str) -> Result<Valu
 }
 
 /// Processes a batch or transaction Bundle and returns the response Bundle.
-pub async fn process_bundle(
-    state: &ServerState,
-    store: &StoreHandle,
-    tenant: &str,
-    bundle: Value,
-) -> Result<Value, OperationError> {
+pub async fn process_bundle(store: &StoreHandle, tenant: &str, bundle: Value) -> Result<Value, OperationError> {
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(OperationError::invalid(
             "POST to the base URL takes a batch or transaction Bundle",
@@ -287,7 +280,6 @@ pub async fn process_bundle(
         .cloned()
         .unwrap_or_default();
     let mut planner = Planner {
-        state,
         store,
         tenant,
         aliases: HashMap::new(),

@@ -19,7 +19,7 @@ pub(crate) fn primitive_text(value: &ParamValue, fhir_type: &str) -> Result<Stri
 
 /// Builds the JSON of a primitive of `fhir_type` from checked text: FHIR JSON writes booleans
 /// and numbers bare and everything else as a string.
-pub(crate) fn primitive_json(fhir_type: &str, text: &str) -> Value {
+pub fn primitive_json(fhir_type: &str, text: &str) -> Value {
     match fhir_type {
         "boolean" => Value::Bool(text == "true"),
         "integer" | "unsignedInt" | "positiveInt" | "decimal" => {

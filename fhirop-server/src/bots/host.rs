@@ -1,0 +1,240 @@
+//! The host side of a Bot's `medplum` object: Medplum's client calls answered in process by
+//! this server's store, with no HTTP round trip and no token.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::OnceLock;
+
+use fhirop::outcome::OperationError;
+use fhirop::store::{ReadResult, StoreHandle, Write};
+use serde_json::Value;
+
+use super::sandbox::Host;
+use crate::rest::{check_resource, search_query, searchset};
+use crate::transaction::process_bundle;
+
+/// The runtime that runs store calls from threads outside the HTTP workers (Bot workers, the
+/// AuditEvent writer). It keeps running, because a database connection goes back to its pool
+/// on a task of the runtime that used it: a runtime that only runs while a caller blocks on
+/// it would strand connections.
+static STORE_RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+/// Starts the store runtime; the server calls it once at start-up, before any Bot runs.
+pub fn start_store_runtime() -> std::io::Result<()> {
+    if STORE_RUNTIME.get().is_none() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("fhirop-store")
+            .enable_all()
+            .build()?;
+        // Only start-up calls this, once: the runtime is never dropped in an async context.
+        let _ = STORE_RUNTIME.set(runtime);
+    }
+    Ok(())
+}
+
+/// Runs a store call to completion on the store runtime.
+pub fn block_on_store<T>(future: impl Future<Output = Result<T, OperationError>>) -> Result<T, OperationError> {
+    match STORE_RUNTIME.get() {
+        Some(runtime) => runtime.block_on(future),
+        None => Err(OperationError::internal("the store runtime was not started")),
+    }
+}
+
+/// Everything a worker needs to answer a Bot's calls (sent with the job).
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    /// The store.
+    pub store: StoreHandle,
+    /// Whose data the Bot sees.
+    pub tenant: String,
+    /// The server's base URL (for Bundle links).
+    pub base_url: String,
+}
+
+/// The [`Host`] of one execution.
+#[derive(Debug)]
+pub struct StoreHost {
+    spec: HostSpec,
+    log: RefCell<Vec<String>>,
+}
+
+impl StoreHost {
+    /// A host for one execution.
+    pub fn new(spec: HostSpec) -> StoreHost {
+        StoreHost {
+            spec,
+            log: RefCell::default(),
+        }
+    }
+
+    /// The console lines captured so far.
+    pub fn take_log(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.borrow_mut())
+    }
+
+    async fn dispatch(&self, method: &str, args: Value) -> Result<Value, OperationError> {
+        let arg = |index: usize| args.get(index).cloned().unwrap_or(Value::Null);
+        let text = |index: usize| -> Result<String, OperationError> {
+            args.get(index)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    OperationError::invalid(format!("medplum call '{method}' needs a string argument {}", index + 1))
+                })
+        };
+        let HostSpec {
+            store,
+            tenant,
+            base_url,
+        } = &self.spec;
+        match method {
+            "read" => read(store, tenant, &text(0)?, &text(1)?).await,
+            "search" => {
+                let resource_type = text(0)?;
+                let pairs = form_urlencoded::parse(text(1)?.as_bytes())
+                    .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                    .collect();
+                let query = search_query(&resource_type, pairs, false)?;
+                let result = store.search(tenant, &query).await?;
+                Ok(searchset(base_url, &query, result).to_json())
+            }
+            "create" => {
+                let mut resource = arg(0);
+                let resource_type = resource_type_of(&resource)?;
+                check_resource(&resource, &resource_type)?;
+                resource["id"] = Value::String(uuid::Uuid::new_v4().to_string());
+                write_one(store, tenant, Write::Create { resource }).await
+            }
+            "update" => {
+                let resource = arg(0);
+                let resource_type = resource_type_of(&resource)?;
+                check_resource(&resource, &resource_type)?;
+                if resource.get("id").and_then(Value::as_str).is_none() {
+                    return Err(OperationError::invalid("updateResource needs a resource with an id"));
+                }
+                write_one(
+                    store,
+                    tenant,
+                    Write::Update {
+                        resource,
+                        if_match: None,
+                    },
+                )
+                .await
+            }
+            "upsert" => {
+                let mut resource = arg(0);
+                let resource_type = resource_type_of(&resource)?;
+                check_resource(&resource, &resource_type)?;
+                let pairs: Vec<(String, String)> = form_urlencoded::parse(text(1)?.as_bytes())
+                    .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                    .collect();
+                let mut query = search_query(&resource_type, pairs, true)?;
+                query.count = 2;
+                let found = store.search(tenant, &query).await?.resources;
+                match found.as_slice() {
+                    [] => {
+                        resource["id"] = Value::String(uuid::Uuid::new_v4().to_string());
+                        write_one(store, tenant, Write::Create { resource }).await
+                    }
+                    [existing] => {
+                        resource["id"] = Value::String(existing.id.clone());
+                        write_one(
+                            store,
+                            tenant,
+                            Write::Update {
+                                resource,
+                                if_match: None,
+                            },
+                        )
+                        .await
+                    }
+                    _ => Err(OperationError::new(
+                        actix_web::http::StatusCode::PRECONDITION_FAILED,
+                        fhirop::outcome::IssueType::Duplicate,
+                        "upsertResource's query matches several resources",
+                    )),
+                }
+            }
+            "patch" => {
+                let (resource_type, id) = (text(0)?, text(1)?);
+                let mut resource = read(store, tenant, &resource_type, &id).await?;
+                let patch: json_patch::Patch = serde_json::from_value(arg(2))
+                    .map_err(|error| OperationError::invalid(format!("not a JSON Patch: {error}")))?;
+                json_patch::patch(&mut resource, &patch)
+                    .map_err(|error| OperationError::invalid(format!("the JSON Patch failed: {error}")))?;
+                check_resource(&resource, &resource_type)?;
+                resource["id"] = Value::String(id);
+                write_one(
+                    store,
+                    tenant,
+                    Write::Update {
+                        resource,
+                        if_match: None,
+                    },
+                )
+                .await
+            }
+            "delete" => {
+                let (resource_type, id) = (text(0)?, text(1)?);
+                read(store, tenant, &resource_type, &id).await?;
+                store
+                    .transaction(tenant, vec![Write::Delete { resource_type, id }])
+                    .await?;
+                Ok(Value::Null)
+            }
+            "batch" => process_bundle(store, tenant, arg(0)).await,
+            other => Err(OperationError::invalid(format!("medplum.{other} is not supported"))),
+        }
+    }
+}
+
+fn resource_type_of(resource: &Value) -> Result<String, OperationError> {
+    resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| OperationError::invalid("the resource has no resourceType"))
+}
+
+async fn read(store: &StoreHandle, tenant: &str, resource_type: &str, id: &str) -> Result<Value, OperationError> {
+    match store.read(tenant, resource_type, id).await? {
+        ReadResult::Found(stored) => stored
+            .resource
+            .ok_or_else(|| OperationError::not_found(format!("{resource_type}/{id} is not known"))),
+        ReadResult::Deleted(_) => Err(OperationError::new(
+            actix_web::http::StatusCode::GONE,
+            fhirop::outcome::IssueType::Deleted,
+            format!("{resource_type}/{id} was deleted"),
+        )),
+        ReadResult::NotFound => Err(OperationError::not_found(format!("{resource_type}/{id} is not known"))),
+    }
+}
+
+async fn write_one(store: &StoreHandle, tenant: &str, write: Write) -> Result<Value, OperationError> {
+    let mut results = store.transaction(tenant, vec![write]).await?;
+    results
+        .pop()
+        .and_then(|result| result.stored)
+        .and_then(|stored| stored.resource)
+        .ok_or_else(|| OperationError::internal("the store returned nothing for a write"))
+}
+
+impl Host for StoreHost {
+    fn call(&self, method: &str, args: Value) -> Result<Value, (String, Value)> {
+        block_on_store(self.dispatch(method, args)).map_err(|error| {
+            let message = error
+                .outcome
+                .issues
+                .first()
+                .and_then(|issue| issue.diagnostics.clone().or_else(|| issue.details.clone()))
+                .unwrap_or_else(|| error.to_string());
+            (message, error.outcome.to_json())
+        })
+    }
+
+    fn log(&self, level: &str, text: String) {
+        self.log.borrow_mut().push(format!("{level}: {text}"));
+    }
+}

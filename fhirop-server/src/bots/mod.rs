@@ -1,0 +1,349 @@
+//! Bots: JavaScript handlers run in QuickJS, invoked directly (`$execute`) or as the
+//! implementation of an OperationDefinition that carries Medplum's
+//! `operationDefinition-implementation` extension (Medplum's custom operations).
+
+pub mod audit;
+pub mod host;
+pub mod operation;
+pub mod output;
+pub mod pool;
+pub mod provider;
+pub mod sandbox;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::http::StatusCode;
+use fhirop::capability::format_instant;
+use fhirop::definition::OperationDefinition;
+use fhirop::operation::Operation;
+use fhirop::outcome::{IssueType, OperationError};
+use fhirop::registry::OperationRegistry;
+use fhirop::store::{ReadResult, SearchQuery, StoreHandle, Write};
+use serde_json::Value;
+
+use audit::{AuditWriter, ExecutionRecord};
+use host::HostSpec;
+use pool::BotPool;
+use sandbox::BotError;
+
+/// The extension that links an OperationDefinition to the Bot implementing it.
+pub const IMPLEMENTATION_EXTENSION: &str =
+    "https://medplum.com/fhir/StructureDefinition/operationDefinition-implementation";
+
+/// Bytecode of one deployed version of a Bot.
+#[derive(Debug)]
+struct Compiled {
+    /// The Bot's `meta.versionId` the bytecode was compiled from.
+    version: String,
+    bytecode: Arc<Vec<u8>>,
+}
+
+/// The Bot service: compiles, caches and runs Bots, and keeps the operations they implement
+/// registered.
+#[derive(Debug)]
+pub struct Bots {
+    pool: BotPool,
+    store: StoreHandle,
+    audit: AuditWriter,
+    registry: OnceLock<Arc<OperationRegistry>>,
+    compiled: RwLock<HashMap<(String, String), Arc<Compiled>>>,
+    strict_levels: bool,
+}
+
+/// What a Bot returned.
+#[derive(Debug, Clone)]
+pub struct BotResult {
+    /// The handler's value.
+    pub value: Value,
+}
+
+fn bot_error(error: &BotError) -> OperationError {
+    match error {
+        BotError::Syntax { .. } | BotError::Thrown { .. } | BotError::NoHandler => {
+            OperationError::new(StatusCode::BAD_REQUEST, IssueType::Processing, error.to_string())
+        }
+        BotError::Timeout(_) => OperationError::new(StatusCode::GATEWAY_TIMEOUT, IssueType::Timeout, error.to_string()),
+        BotError::OutOfMemory => OperationError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::TooCostly,
+            error.to_string(),
+        ),
+        BotError::Engine(_) => OperationError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::Exception,
+            error.to_string(),
+        ),
+    }
+}
+
+/// The `Bot/{id}` an OperationDefinition names in its implementation extension.
+pub fn implementing_bot(definition: &Value) -> Option<Result<String, OperationError>> {
+    let extension = definition
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|extension| extension.get("url").and_then(Value::as_str) == Some(IMPLEMENTATION_EXTENSION))?;
+    let reference = extension
+        .get("valueReference")
+        .and_then(|reference| reference.get("reference"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Some(match reference.strip_prefix("Bot/") {
+        Some(id) if fhirop::types::lexical::is_id(id) => Ok(id.to_owned()),
+        _ => Err(OperationError::invalid(format!(
+            "the implementation extension must reference Bot/{{id}}, not '{reference}'"
+        ))),
+    })
+}
+
+impl Bots {
+    /// The service, with its worker pool and AuditEvent writer running.
+    pub fn start(store: StoreHandle, pool: BotPool, strict_levels: bool) -> std::io::Result<Bots> {
+        Ok(Bots {
+            pool,
+            audit: AuditWriter::start(store.clone())?,
+            store,
+            registry: OnceLock::new(),
+            compiled: RwLock::default(),
+            strict_levels,
+        })
+    }
+
+    /// Connects the registry Bot operations are registered in (once the server is built).
+    pub fn attach(&self, registry: Arc<OperationRegistry>) {
+        let _ = self.registry.set(registry);
+    }
+
+    fn registry(&self) -> Result<&Arc<OperationRegistry>, OperationError> {
+        self.registry
+            .get()
+            .ok_or_else(|| OperationError::internal("the Bot service is not attached to a registry"))
+    }
+
+    async fn read_bot(&self, tenant: &str, id: &str) -> Result<Value, OperationError> {
+        match self.store.read(tenant, "Bot", id).await? {
+            ReadResult::Found(stored) => stored
+                .resource
+                .ok_or_else(|| OperationError::not_found(format!("Bot/{id} is not known"))),
+            _ => Err(OperationError::not_found(format!("Bot/{id} is not known"))),
+        }
+    }
+
+    /// Compiles `source`; a syntax error is a 400 naming the engine's message and line.
+    async fn compile(&self, source: String) -> Result<Arc<Vec<u8>>, OperationError> {
+        match self.pool.compile(source).await? {
+            Ok(bytecode) => Ok(Arc::new(bytecode)),
+            Err(error) => Err(bot_error(&error)),
+        }
+    }
+
+    /// Deploys code to `Bot/{id}`: compiled first, so a syntax error leaves the deployed code
+    /// live; then stored and swapped in for the next execution.
+    pub async fn deploy(&self, tenant: &str, id: &str, source: String) -> Result<(), OperationError> {
+        let mut bot = self.read_bot(tenant, id).await?;
+        let bytecode = self.compile(source.clone()).await?;
+        bot["code"] = Value::String(source);
+        let mut results = self
+            .store
+            .transaction(
+                tenant,
+                vec![Write::Update {
+                    resource: bot,
+                    if_match: None,
+                }],
+            )
+            .await?;
+        let version = results
+            .pop()
+            .and_then(|result| result.stored)
+            .map(|stored| stored.version_id.to_string())
+            .unwrap_or_default();
+        if let Ok(mut compiled) = self.compiled.write() {
+            compiled.insert(
+                (tenant.to_owned(), id.to_owned()),
+                Arc::new(Compiled { version, bytecode }),
+            );
+        }
+        Ok(())
+    }
+
+    /// The Bot and the bytecode of its current version (compiled on first use after a
+    /// restart or an update by another route).
+    async fn current(&self, tenant: &str, id: &str) -> Result<(Value, Arc<Vec<u8>>), OperationError> {
+        let bot = self.read_bot(tenant, id).await?;
+        let version = bot
+            .pointer("/meta/versionId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let key = (tenant.to_owned(), id.to_owned());
+        let cached = self
+            .compiled
+            .read()
+            .ok()
+            .and_then(|compiled| compiled.get(&key).cloned());
+        if let Some(cached) = cached
+            && cached.version == version
+        {
+            return Ok((bot, cached.bytecode.clone()));
+        }
+        let source = bot
+            .get("code")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                OperationError::invalid(format!(
+                    "Bot/{id} has no deployed code: POST its code to Bot/{id}/$deploy"
+                ))
+            })?
+            .to_owned();
+        let bytecode = self.compile(source).await?;
+        if let Ok(mut compiled) = self.compiled.write() {
+            compiled.insert(
+                key,
+                Arc::new(Compiled {
+                    version,
+                    bytecode: bytecode.clone(),
+                }),
+            );
+        }
+        Ok((bot, bytecode))
+    }
+
+    /// Runs `Bot/{id}` with `event` (its `bot` and `secrets` filled in here) and records an
+    /// AuditEvent.
+    pub async fn execute(
+        &self,
+        tenant: &str,
+        id: &str,
+        mut event: Value,
+        base_url: &str,
+        requester: Option<String>,
+    ) -> Result<BotResult, OperationError> {
+        let (bot, bytecode) = self.current(tenant, id).await?;
+        event["bot"] = serde_json::json!({"reference": format!("Bot/{id}"), "display": bot.get("name").cloned().unwrap_or(Value::Null)});
+        event["secrets"] = secrets_of(&bot);
+        let timeout = bot
+            .get("timeout")
+            .and_then(Value::as_u64)
+            .map_or(self.pool.limits().timeout, Duration::from_secs);
+        let host = HostSpec {
+            store: self.store.clone(),
+            tenant: tenant.to_owned(),
+            base_url: base_url.to_owned(),
+        };
+        let started = (SystemTime::now(), Instant::now());
+        let outcome = self.pool.run(bytecode, event.to_string(), host, timeout).await?;
+        let (succeeded, error, log, value) = match outcome {
+            Ok(execution) => (true, None, execution.log, Some(execution.value)),
+            Err(error) => (false, Some(error), Vec::new(), None),
+        };
+        self.audit.record(ExecutionRecord {
+            tenant: tenant.to_owned(),
+            bot: format!("Bot/{id}"),
+            requester,
+            start: format_instant(started.0),
+            end: format_instant(SystemTime::now()),
+            succeeded,
+            error: error.as_ref().map(ToString::to_string),
+            log,
+            duration_ms: started.1.elapsed().as_millis(),
+        });
+        if let Some(error) = error {
+            return Err(bot_error(&error));
+        }
+        let value = serde_json::from_str(value.as_deref().unwrap_or("null"))
+            .map_err(|error| OperationError::internal(format!("the Bot's value is not JSON: {error}")))?;
+        Ok(BotResult { value })
+    }
+
+    /// Checks an OperationDefinition before it is stored: when it names a Bot, the Bot must
+    /// exist and the code must not clash with another operation at the same level and type.
+    /// Returns the definition to register.
+    pub async fn check_definition(
+        &self,
+        tenant: &str,
+        json: &Value,
+    ) -> Result<Option<(OperationDefinition, String)>, OperationError> {
+        let Some(bot) = implementing_bot(json) else {
+            return Ok(None);
+        };
+        let bot = bot?;
+        self.read_bot(tenant, &bot).await.map_err(|_| {
+            OperationError::invalid(format!(
+                "the implementation extension references Bot/{bot}, which does not exist"
+            ))
+        })?;
+        let definition = OperationDefinition::from_json(json).map_err(OperationError::invalid)?;
+        let id = json.get("id").and_then(Value::as_str);
+        if let Some(existing) = self.registry()?.find_clash(&definition, id) {
+            return Err(OperationError::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::Duplicate,
+                format!(
+                    "operation ${} is already implemented by {} at the same level and resource type",
+                    definition.code, existing.definition.id
+                ),
+            ));
+        }
+        Ok(Some((definition, bot)))
+    }
+
+    /// Registers (or replaces) the operation a stored definition describes.
+    pub fn register(self: &Arc<Self>, definition: OperationDefinition, bot: String) -> Result<(), OperationError> {
+        let id = definition.id.clone();
+        let mut operation = Operation::new(definition, operation::handler(self.clone(), bot));
+        operation.lenient_levels = !self.strict_levels;
+        self.registry()?
+            .replace(Some(&id), operation)
+            .map_err(|error| OperationError::invalid(error.to_string()))
+    }
+
+    /// Removes the operation of a deleted definition.
+    pub fn unregister(&self, id: &str) -> Result<(), OperationError> {
+        self.registry()?.remove(id);
+        Ok(())
+    }
+
+    /// Registers every stored Bot-backed OperationDefinition (at start-up).
+    pub async fn load_definitions(self: &Arc<Self>, tenant: &str) -> Result<usize, OperationError> {
+        let mut query = SearchQuery {
+            resource_type: "OperationDefinition".into(),
+            count: 500,
+            ..SearchQuery::default()
+        };
+        let mut loaded = 0;
+        loop {
+            let result = self.store.search(tenant, &query).await?;
+            for stored in &result.resources {
+                let Some(json) = &stored.resource else { continue };
+                let Some(Ok(bot)) = implementing_bot(json) else {
+                    continue;
+                };
+                match OperationDefinition::from_json(json) {
+                    Ok(definition) => match self.register(definition, bot) {
+                        Ok(()) => loaded += 1,
+                        Err(error) => tracing::warn!("OperationDefinition/{} not registered: {error}", stored.id),
+                    },
+                    Err(error) => tracing::warn!("OperationDefinition/{} not registered: {error}", stored.id),
+                }
+            }
+            if !result.has_more {
+                return Ok(loaded);
+            }
+            query.offset += query.count;
+        }
+    }
+}
+
+/// Medplum's `event.secrets`: the Bot's `secret` settings (name and value[x]) keyed by name.
+fn secrets_of(bot: &Value) -> Value {
+    let mut secrets = serde_json::Map::new();
+    for secret in bot.get("secret").and_then(Value::as_array).into_iter().flatten() {
+        if let Some(name) = secret.get("name").and_then(Value::as_str) {
+            secrets.insert(name.to_owned(), secret.clone());
+        }
+    }
+    Value::Object(secrets)
+}

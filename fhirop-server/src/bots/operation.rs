@@ -1,0 +1,149 @@
+//! A Bot-backed operation: the framework has routed, checked the method and bound the input
+//! against the stored OperationDefinition; this builds Medplum's `event`, runs the Bot and
+//! shapes its value by the definition's OUT parameters.
+
+use std::sync::Arc;
+
+use actix_web::http::Method;
+use fhirop::context::OperationContext;
+use fhirop::definition::{Level, Max, ParamDefinition};
+use fhirop::operation::{OperationCall, OperationHandler, handler_fn};
+use fhirop::outcome::OperationError;
+use fhirop::store::ReadResult;
+use fhirop::types::primitives::primitive_json;
+use fhirop::types::{BoundParams, ParamKind, ParamValue};
+use serde_json::{Map, Value, json};
+
+use super::Bots;
+use super::output::bot_output;
+
+/// The handler of an operation implemented by `Bot/{bot}`.
+pub fn handler(bots: Arc<Bots>, bot: String) -> Arc<dyn OperationHandler> {
+    handler_fn(move |call: OperationCall| {
+        let (bots, bot) = (bots.clone(), bot.clone());
+        async move { invoke(&bots, &bot, call).await }
+    })
+}
+
+async fn invoke(
+    bots: &Bots,
+    bot: &str,
+    call: OperationCall,
+) -> Result<fhirop::output::OperationOutput, OperationError> {
+    let OperationCall { context, params, body } = call;
+    let tenant = context.tenant();
+    let mut event = event_base(&context, &params);
+    let body_json = match body.filter(|body| !body.is_empty()) {
+        Some(body) => serde_json::from_slice(&body).unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    let mut input = if context.method() == Method::GET {
+        query_object(&context)
+    } else {
+        body_json
+    };
+    if context.level() == Level::Instance
+        && let (Some(resource_type), Some(id)) = (context.resource_type(), context.id())
+    {
+        let store = context.store()?;
+        let target = match context.version_id().map(str::parse::<u64>) {
+            Some(Ok(version)) => store.vread(&tenant, resource_type, id, version).await?,
+            Some(Err(_)) => ReadResult::NotFound,
+            None => store.read(&tenant, resource_type, id).await?,
+        };
+        let ReadResult::Found(target) = target else {
+            return Err(OperationError::not_found(format!("{resource_type}/{id} is not known")));
+        };
+        let resource = target.resource.unwrap_or(Value::Null);
+        // An instance call without a body hands the Bot the target resource as its input.
+        if input.is_null() || input.as_object().is_some_and(Map::is_empty) {
+            input = resource.clone();
+        }
+        event["resource"] = resource;
+    }
+    event["input"] = input;
+    let requester = context.caller().map(|caller| caller.reference);
+    if let Some(requester) = &requester {
+        event["requester"] = json!({ "reference": requester });
+    }
+    let result = bots.execute(&tenant, bot, event, context.base_url(), requester).await?;
+    bot_output(context.definition(), result.value)
+}
+
+/// `event` without `input`: what Medplum passes, headers without credentials, and the
+/// validated parameters.
+fn event_base(context: &OperationContext, params: &BoundParams) -> Value {
+    let headers: Map<String, Value> = context
+        .headers()
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "authorization" | "cookie"))
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), Value::String(value.to_str().ok()?.to_owned()))))
+        .collect();
+    let content_type = context
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("application/fhir+json")
+        .to_owned();
+    let trace_id = context
+        .headers()
+        .get("x-trace-id")
+        .and_then(|value| value.to_str().ok())
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let definition = context.definition();
+    json!({
+        "contentType": content_type,
+        "headers": headers,
+        "traceId": trace_id,
+        "parameters": typed_parameters(&definition.inputs().collect::<Vec<_>>(), params),
+    })
+}
+
+/// The query string as an object: a string per parameter, an array of strings when repeated.
+fn query_object(context: &OperationContext) -> Value {
+    let mut object = Map::new();
+    for (name, value) in form_urlencoded::parse(context.uri().query().unwrap_or_default().as_bytes()) {
+        let value = Value::String(value.into_owned());
+        match object.get_mut(name.as_ref()) {
+            Some(Value::Array(values)) => values.push(value),
+            Some(existing) => *existing = Value::Array(vec![existing.take(), value]),
+            None => {
+                object.insert(name.into_owned(), value);
+            }
+        }
+    }
+    Value::Object(object)
+}
+
+/// The validated input as an object keyed by parameter name, values typed per the
+/// definition: numbers, booleans, resources, objects for parts, arrays when max > 1.
+pub fn typed_parameters(inputs: &[&ParamDefinition], params: &BoundParams) -> Value {
+    let mut object = Map::new();
+    for input in inputs {
+        let values: Vec<Value> = params
+            .get(&input.name)
+            .iter()
+            .map(|value| typed_value(input, value))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let value = match input.max {
+            Max::Count(1) => values.into_iter().next().unwrap_or(Value::Null),
+            _ => Value::Array(values),
+        };
+        object.insert(input.name.clone(), value);
+    }
+    Value::Object(object)
+}
+
+fn typed_value(definition: &ParamDefinition, value: &ParamValue) -> Value {
+    match value {
+        ParamValue::Text { text, .. } if definition.kind == ParamKind::Primitive => {
+            primitive_json(definition.fhir_type.as_deref().unwrap_or("string"), text)
+        }
+        ParamValue::Text { text, .. } => Value::String(text.clone()),
+        ParamValue::Value { value, .. } | ParamValue::Resource(value) => value.clone(),
+        ParamValue::Parts(parts) => typed_parameters(&definition.parts.iter().collect::<Vec<_>>(), parts),
+    }
+}

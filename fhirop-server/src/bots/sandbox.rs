@@ -1,0 +1,432 @@
+//! The QuickJS sandbox a Bot runs in: one runtime per worker thread with memory, stack and
+//! time limits; a fresh context per execution; bytecode compiled once per deployed version.
+//!
+//! The only bridge to the host is one function taking and returning JSON text; the
+//! `medplum` object and `console` are written in JavaScript on top of it (`prelude.js`), so
+//! the host surface is one small, auditable function.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Runtime, Value, module::WriteOptions};
+
+/// The limits every execution runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// QuickJS heap limit in bytes (default 64 MiB).
+    pub memory: usize,
+    /// QuickJS stack limit in bytes: deep recursion fails cleanly beyond it.
+    pub stack: usize,
+    /// Wall-clock limit for one execution, async work included (default 10 s).
+    pub timeout: Duration,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> SandboxLimits {
+        SandboxLimits {
+            memory: 64 * 1024 * 1024,
+            stack: 512 * 1024,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a Bot could not be compiled or did not produce a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BotError {
+    /// The code does not parse.
+    Syntax {
+        /// The engine's message.
+        message: String,
+        /// The line, when the engine gave one.
+        line: Option<u32>,
+    },
+    /// The Bot threw (or its promise rejected).
+    Thrown {
+        /// The error's message.
+        message: String,
+        /// The Bot's line, when the stack names one.
+        line: Option<u32>,
+    },
+    /// The Bot ran past its time limit.
+    Timeout(Duration),
+    /// The Bot ran out of memory.
+    OutOfMemory,
+    /// The Bot has no `handler` function.
+    NoHandler,
+    /// The engine failed.
+    Engine(String),
+}
+
+impl std::fmt::Display for BotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |line: &Option<u32>| line.map(|line| format!(" (line {line})")).unwrap_or_default();
+        match self {
+            BotError::Syntax { message, line } => write!(f, "syntax error: {message}{}", at(line)),
+            BotError::Thrown { message, line } => write!(f, "{message}{}", at(line)),
+            BotError::Timeout(limit) => write!(f, "the Bot did not finish within {} ms", limit.as_millis()),
+            BotError::OutOfMemory => f.write_str("the Bot ran out of memory"),
+            BotError::NoHandler => f.write_str(
+                "the Bot exports no handler: write `exports.handler = async function (medplum, event) {...}`",
+            ),
+            BotError::Engine(message) => write!(f, "the JavaScript engine failed: {message}"),
+        }
+    }
+}
+
+/// What a Bot may ask of the host: `medplum` calls and `console` output.
+pub trait Host {
+    /// Runs a `medplum` method; `Err` carries the message and the OperationOutcome JSON.
+    fn call(&self, method: &str, args: serde_json::Value) -> Result<serde_json::Value, (String, serde_json::Value)>;
+
+    /// Records a `console` line.
+    fn log(&self, level: &str, text: String);
+}
+
+/// The file name Bots' code is compiled under (it appears in stacks).
+const BOT_FILE: &str = "bot.js";
+const PRELUDE: &str = include_str!("prelude.js");
+
+/// One QuickJS runtime, owned by one worker thread.
+pub struct Engine {
+    runtime: Runtime,
+    prelude: Vec<u8>,
+    deadline: Rc<Cell<Option<Instant>>>,
+    limits: SandboxLimits,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The line of `file` in a QuickJS stack (`at handler (bot.js:3:9)`).
+fn line_in_stack(stack: &str, file: &str) -> Option<u32> {
+    let at = stack.find(&format!("{file}:"))? + file.len() + 1;
+    stack[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// CommonJS Bots (`exports.handler = ...`) become ES modules: a one-line prelude keeps every
+/// line number, and an export at the end hands the handler over. ES-module Bots stay as written.
+fn as_module_source(source: &str) -> String {
+    let is_module = source
+        .lines()
+        .any(|line| line.trim_start().starts_with("export ") || line.trim_start().starts_with("import "));
+    if is_module {
+        source.to_owned()
+    } else {
+        format!(
+            "const module = {{ exports: {{}} }}; const exports = module.exports; {source}\n;export const handler = module.exports.handler;"
+        )
+    }
+}
+
+impl Engine {
+    /// A runtime with `limits`, its interrupt handler checking the current deadline.
+    pub fn new(limits: SandboxLimits) -> Result<Engine, BotError> {
+        let runtime = Runtime::new().map_err(|error| BotError::Engine(error.to_string()))?;
+        runtime.set_memory_limit(limits.memory);
+        runtime.set_max_stack_size(limits.stack);
+        let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
+        let watched = deadline.clone();
+        // Returning true raises an uncatchable exception: infinite loops end here.
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            watched.get().is_some_and(|deadline| Instant::now() >= deadline)
+        })));
+        let mut engine = Engine {
+            runtime,
+            prelude: Vec::new(),
+            deadline,
+            limits,
+        };
+        engine.prelude = engine.compile_named("prelude.js", PRELUDE.to_owned())?;
+        Ok(engine)
+    }
+
+    /// Compiles a Bot's code to bytecode, once per deployed version.
+    pub fn compile(&self, source: &str) -> Result<Vec<u8>, BotError> {
+        self.compile_named(BOT_FILE, as_module_source(source))
+    }
+
+    fn compile_named(&self, name: &str, source: String) -> Result<Vec<u8>, BotError> {
+        let context = Context::full(&self.runtime).map_err(|error| BotError::Engine(error.to_string()))?;
+        context.with(|ctx| {
+            let module = Module::declare(ctx.clone(), name, source)
+                .catch(&ctx)
+                .map_err(|error| syntax_error(error, name))?;
+            module
+                .write(WriteOptions::default())
+                .map_err(|error| BotError::Engine(error.to_string()))
+        })
+    }
+
+    /// Runs a compiled Bot's `handler(medplum, event)` in a fresh context and returns its
+    /// value as JSON text (`undefined` as `null`).
+    pub fn run(
+        &self,
+        bytecode: &[u8],
+        event_json: &str,
+        host: Rc<dyn Host>,
+        timeout: Duration,
+    ) -> Result<String, BotError> {
+        let limit = timeout.min(self.limits.timeout.max(timeout));
+        self.deadline.set(Some(Instant::now() + limit));
+        let result = self.run_in_fresh_context(bytecode, event_json, host, limit);
+        self.deadline.set(None);
+        self.runtime.run_gc();
+        result
+    }
+
+    fn run_in_fresh_context(
+        &self,
+        bytecode: &[u8],
+        event_json: &str,
+        host: Rc<dyn Host>,
+        limit: Duration,
+    ) -> Result<String, BotError> {
+        let context = Context::full(&self.runtime).map_err(|error| engine_error(error, limit))?;
+        let deadline = self.deadline.clone();
+        context.with(|ctx| {
+            let caught = |error: CaughtError<'_>| self.classify(error, limit);
+            install_bridge(&ctx, host).map_err(|error| engine_error(error, limit))?;
+            let (_, prelude_done) = load(&ctx, &self.prelude)?.eval().catch(&ctx).map_err(caught)?;
+            prelude_done.finish::<Value>().catch(&ctx).map_err(caught)?;
+            let (module, done) = load(&ctx, bytecode)?.eval().catch(&ctx).map_err(caught)?;
+            done.finish::<Value>().catch(&ctx).map_err(caught)?;
+            let handler: Function = match module.get::<_, Value>("handler") {
+                Ok(value) if value.is_function() => value.into_function().ok_or(BotError::NoHandler)?,
+                _ => return Err(BotError::NoHandler),
+            };
+            let globals = ctx.globals();
+            let medplum: Value = globals.get("medplum").map_err(|error| engine_error(error, limit))?;
+            let event = ctx.json_parse(event_json.to_owned()).catch(&ctx).map_err(caught)?;
+            let returned: Value = handler.call((medplum, event)).catch(&ctx).map_err(caught)?;
+            let value: Value = match returned.as_promise() {
+                Some(promise) => match promise.finish::<Value>().catch(&ctx) {
+                    Ok(value) => value,
+                    Err(CaughtError::Error(rquickjs::Error::WouldBlock)) => {
+                        let timed_out = deadline.get().is_some_and(|deadline| Instant::now() >= deadline);
+                        return Err(if timed_out {
+                            BotError::Timeout(limit)
+                        } else {
+                            BotError::Thrown {
+                                message: "the handler's promise never settled (fhirop Bots have no timers)".into(),
+                                line: None,
+                            }
+                        });
+                    }
+                    Err(error) => return Err(caught(error)),
+                },
+                None => returned,
+            };
+            let text = ctx.json_stringify(value).catch(&ctx).map_err(caught)?;
+            Ok(match text {
+                Some(text) => text.to_string().map_err(|error| engine_error(error, limit))?,
+                None => "null".to_owned(),
+            })
+        })
+    }
+
+    fn classify(&self, error: CaughtError<'_>, limit: Duration) -> BotError {
+        if self.deadline.get().is_some_and(|deadline| Instant::now() >= deadline) {
+            return BotError::Timeout(limit);
+        }
+        match error {
+            CaughtError::Exception(exception) => {
+                let message = exception.message().unwrap_or_default();
+                if message.contains("out of memory") {
+                    return BotError::OutOfMemory;
+                }
+                let name: Option<String> = exception.get("name").ok();
+                let stack = exception.stack().unwrap_or_default();
+                BotError::Thrown {
+                    message: match name {
+                        Some(name) if !name.is_empty() && name != "Error" => format!("{name}: {message}"),
+                        _ => message,
+                    },
+                    line: line_in_stack(&stack, BOT_FILE),
+                }
+            }
+            CaughtError::Value(value) => BotError::Thrown {
+                message: value
+                    .as_string()
+                    .and_then(|text| text.to_string().ok())
+                    .unwrap_or_else(|| format!("the Bot threw a {}", value.type_name())),
+                line: None,
+            },
+            CaughtError::Error(rquickjs::Error::Allocation) => BotError::OutOfMemory,
+            CaughtError::Error(error) => engine_error(error, limit),
+        }
+    }
+}
+
+fn engine_error(error: rquickjs::Error, _limit: Duration) -> BotError {
+    match error {
+        rquickjs::Error::Allocation => BotError::OutOfMemory,
+        other => BotError::Engine(other.to_string()),
+    }
+}
+
+fn syntax_error(error: CaughtError<'_>, file: &str) -> BotError {
+    match error {
+        CaughtError::Exception(exception) => {
+            let stack = exception.stack().unwrap_or_default();
+            BotError::Syntax {
+                message: exception.message().unwrap_or_default(),
+                line: line_in_stack(&stack, file),
+            }
+        }
+        other => BotError::Syntax {
+            message: other.to_string(),
+            line: None,
+        },
+    }
+}
+
+/// Loads bytecode this process compiled.
+#[allow(unsafe_code)]
+fn load<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Module<'js, rquickjs::module::Declared>, BotError> {
+    // SAFETY: QuickJS trusts bytecode completely. Every byte passed here was written by
+    // `Engine::compile_named` in this process from source it parsed itself; bytecode never
+    // comes from a client, a file or the database.
+    unsafe { Module::load(ctx.clone(), bytecode) }.map_err(|error| BotError::Engine(error.to_string()))
+}
+
+/// `__host(method, argsJson)` and `__log(level, text)`, which the prelude captures and then
+/// removes from the global object.
+fn install_bridge(ctx: &Ctx<'_>, host: Rc<dyn Host>) -> rquickjs::Result<()> {
+    let globals = ctx.globals();
+    let caller = host.clone();
+    let host_call = Function::new(ctx.clone(), move |method: String, args: String| -> String {
+        let args = serde_json::from_str(&args).unwrap_or(serde_json::Value::Null);
+        let reply = match caller.call(&method, args) {
+            Ok(value) => serde_json::json!({"ok": true, "value": value}),
+            Err((message, outcome)) => serde_json::json!({"ok": false, "message": message, "outcome": outcome}),
+        };
+        reply.to_string()
+    })?;
+    let logger = host;
+    let log = Function::new(ctx.clone(), move |level: String, text: String| {
+        logger.log(&level, text);
+    })?;
+    globals.set("__host", host_call)?;
+    globals.set("__log", log)?;
+    Ok(())
+}
+
+/// A [`Host`] that records console lines, for tests and Bots without store access.
+#[derive(Debug, Default)]
+pub struct RecordingHost {
+    /// `level: text` lines.
+    pub lines: RefCell<Vec<String>>,
+}
+
+impl Host for RecordingHost {
+    fn call(&self, method: &str, _args: serde_json::Value) -> Result<serde_json::Value, (String, serde_json::Value)> {
+        Err((
+            format!("medplum.{method} is not available here"),
+            serde_json::Value::Null,
+        ))
+    }
+
+    fn log(&self, level: &str, text: String) {
+        self.lines.borrow_mut().push(format!("{level}: {text}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(source: &str, event: &str) -> Result<String, BotError> {
+        let engine = Engine::new(SandboxLimits {
+            timeout: Duration::from_millis(500),
+            memory: 16 * 1024 * 1024,
+            ..SandboxLimits::default()
+        })
+        .unwrap();
+        let bytecode = engine.compile(source)?;
+        engine.run(
+            &bytecode,
+            event,
+            Rc::new(RecordingHost::default()),
+            Duration::from_millis(500),
+        )
+    }
+
+    #[test]
+    fn commonjs_and_es_module_handlers_run() {
+        let commonjs = "exports.handler = async function (medplum, event) { return { seen: event.input.x + 1 }; };";
+        assert_eq!(run(commonjs, r#"{"input":{"x":1}}"#).unwrap(), r#"{"seen":2}"#);
+        let module = "export async function handler(medplum, event) {\n  return event.input;\n}";
+        assert_eq!(run(module, r#"{"input":"hi"}"#).unwrap(), r#""hi""#);
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line() {
+        let error = run("exports.handler = async function () {\n  return 1 +;\n};", "{}").unwrap_err();
+        assert!(matches!(error, BotError::Syntax { line: Some(2), .. }), "{error:?}");
+    }
+
+    #[test]
+    fn throws_carry_message_and_line() {
+        let error = run(
+            "exports.handler = async function () {\n\n  throw new Error('boom');\n};",
+            "{}",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            BotError::Thrown {
+                message: "boom".into(),
+                line: Some(3)
+            }
+        );
+    }
+
+    #[test]
+    fn limits_end_loops_bombs_and_recursion() {
+        assert!(matches!(
+            run("exports.handler = async function () { for (;;) {} };", "{}").unwrap_err(),
+            BotError::Timeout(_)
+        ));
+        assert_eq!(
+            run(
+                "exports.handler = async function () { const a = []; for (;;) a.push('x'.repeat(1000)); };",
+                "{}"
+            )
+            .unwrap_err(),
+            BotError::OutOfMemory
+        );
+        let recursion = run(
+            "function f(n) { return f(n + 1) + 1; }\nexports.handler = async function () { return f(0); };",
+            "{}",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&recursion, BotError::Thrown { message, .. } if message.contains("stack")),
+            "{recursion:?}"
+        );
+    }
+
+    #[test]
+    fn no_state_leaks_between_executions() {
+        let engine = Engine::new(SandboxLimits::default()).unwrap();
+        let bytecode = engine
+            .compile("globalThis.count = (globalThis.count || 0) + 1;\nexports.handler = async () => globalThis.count;")
+            .unwrap();
+        for _ in 0..3 {
+            let host = Rc::new(RecordingHost::default());
+            assert_eq!(engine.run(&bytecode, "{}", host, Duration::from_secs(1)).unwrap(), "1");
+        }
+    }
+
+    #[test]
+    fn missing_handler_is_reported() {
+        assert_eq!(run("exports.other = 1;", "{}").unwrap_err(), BotError::NoHandler);
+    }
+}
