@@ -89,12 +89,28 @@ pub async fn everything(
     let count = count.map_or(DEFAULT_COUNT, |count| count.max(1) as u32) as usize;
     let offset = offset.unwrap_or(0) as usize;
     let base_url = context.base_url().to_owned();
+    // Paging links carry the request's filters, so every page is a page of the same result.
+    let mut filters = form_urlencoded::Serializer::new(String::new());
+    for resource_type in &filter.types {
+        filters.append_pair("_type", resource_type);
+    }
+    for (name, value) in [
+        ("_since", &filter.since),
+        ("start", &filter.start),
+        ("end", &filter.end),
+    ] {
+        if let Some(value) = value {
+            filters.append_pair(name, value);
+        }
+    }
+    let filters = filters.finish();
     let page_url = |offset: usize| {
         let target = match &id {
             Some(id) => format!("{base_url}/Patient/{}/$everything", id.id),
             None => format!("{base_url}/Patient/$everything"),
         };
-        format!("{target}?_count={count}&_offset={offset}")
+        let separator = if filters.is_empty() { "" } else { "&" };
+        format!("{target}?{filters}{separator}_count={count}&_offset={offset}")
     };
     let mut bundle = Bundle::searchset().link("self", &page_url(offset));
     if offset + count < collected.len() {

@@ -205,13 +205,20 @@ fn resource_response(
     if let Ok(etag) = header::HeaderValue::try_from(stored.etag()) {
         headers.insert(header::ETAG, etag);
     }
-    if let Ok(last_modified) = header::HeaderValue::try_from(stored.last_updated.as_str()) {
+    if let Some(last_modified) = http_date(&stored.last_updated) {
         headers.insert(header::LAST_MODIFIED, last_modified);
     }
     if let Some(location) = location.and_then(|location| header::HeaderValue::try_from(location).ok()) {
         headers.insert(header::LOCATION, location);
     }
     response
+}
+
+/// `meta.lastUpdated` as an HTTP date (`Mon, 23 Nov 2026 13:17:40 GMT`).
+fn http_date(instant: &str) -> Option<header::HeaderValue> {
+    let (millis, _) = fhirop::types::time::date_range(instant)?;
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(millis).ok()?);
+    header::HeaderValue::try_from(header::HttpDate::from(time).to_string()).ok()
 }
 
 fn gone(stored: &StoredResource) -> OperationError {
@@ -473,6 +480,18 @@ pub fn searchset(base_url: &str, query: &SearchQuery, result: fhirop::store::Sea
         for (name, value) in &result.used_params {
             url.append_pair(name, value);
         }
+        match query.sort_last_updated {
+            Some(SortOrder::Ascending) => {
+                url.append_pair("_sort", "_lastUpdated");
+            }
+            Some(SortOrder::Descending) => {
+                url.append_pair("_sort", "-_lastUpdated");
+            }
+            None => {}
+        }
+        if !query.want_total {
+            url.append_pair("_total", "none");
+        }
         if query.count_only {
             url.append_pair("_summary", "count");
         } else {
@@ -484,7 +503,7 @@ pub fn searchset(base_url: &str, query: &SearchQuery, result: fhirop::store::Sea
         format!("{base_url}/{}?{}", query.resource_type, url.finish())
     };
     let mut bundle = Bundle::searchset().link("self", &link(query.offset));
-    if result.has_more {
+    if result.has_more && query.count > 0 {
         bundle = bundle.link("next", &link(query.offset + query.count));
     }
     if query.offset > 0 && !query.count_only {

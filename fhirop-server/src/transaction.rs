@@ -22,6 +22,21 @@ enum Plan {
     Read { url: String },
 }
 
+/// `Type?query` with its parameters decoded and sorted, so that two spellings of one search
+/// (percent-encoded or not, in another order) are one key.
+fn conditional_key(conditional: &str) -> String {
+    let (resource_type, query) = conditional.split_once('?').unwrap_or((conditional, ""));
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    pairs.sort();
+    let query: Vec<String> = pairs
+        .into_iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    format!("{resource_type}?{}", query.join("&"))
+}
+
 fn precondition_failed(message: String) -> OperationError {
     OperationError::new(StatusCode::PRECONDITION_FAILED, IssueType::Duplicate, message)
 }
@@ -95,7 +110,7 @@ impl Planner<'_> {
                     .and_then(Value::as_str);
                 if let Some(criteria) = if_none_exist {
                     let conditional = format!("{url}?{criteria}");
-                    if let Some(existing) = self.pending_conditionals.get(&conditional).cloned() {
+                    if let Some(existing) = self.pending_conditionals.get(&conditional_key(&conditional)).cloned() {
                         self.alias(full_url, &existing);
                         let (resource_type, id) = existing.split_once('/').unwrap_or_default();
                         return Ok(Plan::Existing {
@@ -120,7 +135,8 @@ impl Planner<'_> {
                         }
                     }
                     let id = uuid::Uuid::new_v4().to_string();
-                    self.pending_conditionals.insert(conditional, format!("{url}/{id}"));
+                    self.pending_conditionals
+                        .insert(conditional_key(&conditional), format!("{url}/{id}"));
                     resource["id"] = Value::String(id.clone());
                     self.alias(full_url, &format!("{url}/{id}"));
                     return Ok(Plan::Write(Write::Create { resource }));
@@ -211,7 +227,7 @@ impl Planner<'_> {
     }
 
     async fn resolve_conditional(&self, conditional: &str) -> Result<String, OperationError> {
-        if let Some(target) = self.pending_conditionals.get(conditional) {
+        if let Some(target) = self.pending_conditionals.get(&conditional_key(conditional)) {
             return Ok(target.clone());
         }
         let (resource_type, ids) = search_ids(self.store, self.tenant, conditional).await?;

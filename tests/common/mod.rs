@@ -61,6 +61,22 @@ impl TestServer {
         TestServer { base_url, addr }
     }
 
+    /// The example server started with `config` (its address, store, Bot limits, levels).
+    pub fn example_with(config: fhirop_server::Config) -> TestServer {
+        let (ready, started) = mpsc::channel();
+        thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let running = fhirop_server::start(&config).await.expect("the example server starts");
+                ready
+                    .send((running.addr, running.base_url))
+                    .expect("the test is waiting");
+                running.server.await
+            })
+        });
+        let (addr, base_url) = started.recv().expect("the server thread started");
+        TestServer { base_url, addr }
+    }
+
     /// `base_url` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)

@@ -17,27 +17,36 @@ use crate::transaction::process_bundle;
 /// AuditEvent writer). It keeps running, because a database connection goes back to its pool
 /// on a task of the runtime that used it: a runtime that only runs while a caller blocks on
 /// it would strand connections.
-static STORE_RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+/// Built once, inside `get_or_init`, so servers starting together never build a second one
+/// (which would then be dropped inside async code).
+static STORE_RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
 
-/// Starts the store runtime; the server calls it once at start-up, before any Bot runs.
+fn store_runtime() -> Result<&'static tokio::runtime::Runtime, String> {
+    STORE_RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("fhirop-store")
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Starts the store runtime; the server calls it at start-up, before any Bot runs.
 pub fn start_store_runtime() -> std::io::Result<()> {
-    if STORE_RUNTIME.get().is_none() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fhirop-store")
-            .enable_all()
-            .build()?;
-        // Only start-up calls this, once: the runtime is never dropped in an async context.
-        let _ = STORE_RUNTIME.set(runtime);
-    }
-    Ok(())
+    store_runtime().map(drop).map_err(std::io::Error::other)
 }
 
 /// Runs a store call to completion on the store runtime.
 pub fn block_on_store<T>(future: impl Future<Output = Result<T, OperationError>>) -> Result<T, OperationError> {
-    match STORE_RUNTIME.get() {
-        Some(runtime) => runtime.block_on(future),
-        None => Err(OperationError::internal("the store runtime was not started")),
+    match store_runtime() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(error) => Err(OperationError::internal(format!(
+            "the store runtime could not start: {error}"
+        ))),
     }
 }
 

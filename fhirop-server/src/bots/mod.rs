@@ -234,11 +234,12 @@ impl Bots {
             base_url: base_url.to_owned(),
         };
         let started = (SystemTime::now(), Instant::now());
-        let outcome = self.pool.run(bytecode, event.to_string(), host, timeout).await?;
-        let (succeeded, error, log, value) = match outcome {
-            Ok(execution) => (true, None, execution.log, Some(execution.value)),
-            Err(error) => (false, Some(error), Vec::new(), None),
+        let execution = self.pool.run(bytecode, event.to_string(), host, timeout).await?;
+        let (succeeded, error, value) = match execution.value {
+            Ok(value) => (true, None, Some(value)),
+            Err(error) => (false, Some(error), None),
         };
+        let log = execution.log;
         self.audit.record(ExecutionRecord {
             tenant: tenant.to_owned(),
             bot: format!("Bot/{id}"),

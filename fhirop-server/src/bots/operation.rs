@@ -72,7 +72,7 @@ async fn invoke(
 
 /// `event` without `input`: what Medplum passes, headers without credentials, and the
 /// validated parameters.
-fn event_base(context: &OperationContext, params: &BoundParams) -> Value {
+pub fn event_base(context: &OperationContext, params: &BoundParams) -> Value {
     let headers: Map<String, Value> = context
         .headers()
         .iter()
@@ -100,7 +100,7 @@ fn event_base(context: &OperationContext, params: &BoundParams) -> Value {
 }
 
 /// The query string as an object: a string per parameter, an array of strings when repeated.
-fn query_object(context: &OperationContext) -> Value {
+pub fn query_object(context: &OperationContext) -> Value {
     let mut object = Map::new();
     for (name, value) in form_urlencoded::parse(context.uri().query().unwrap_or_default().as_bytes()) {
         let value = Value::String(value.into_owned());

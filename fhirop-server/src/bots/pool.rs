@@ -26,15 +26,16 @@ enum Job {
         event: String,
         host: HostSpec,
         timeout: Duration,
-        reply: oneshot::Sender<Result<Execution, BotError>>,
+        reply: oneshot::Sender<Execution>,
     },
 }
 
-/// A finished execution: the value as JSON text and the captured console lines.
+/// A finished execution: the value as JSON text (or why there is none) and the captured
+/// console lines, which a failed execution keeps too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Execution {
     /// `JSON.stringify` of the handler's value.
-    pub value: String,
+    pub value: Result<String, BotError>,
     /// `level: text` console lines.
     pub log: Vec<String>,
 }
@@ -101,7 +102,7 @@ impl BotPool {
         event: String,
         host: HostSpec,
         timeout: Duration,
-    ) -> Result<Result<Execution, BotError>, OperationError> {
+    ) -> Result<Execution, OperationError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Run {
             bytecode,
@@ -141,13 +142,21 @@ fn work(jobs: Receiver<Job>, limits: SandboxLimits) {
                 reply,
             } => {
                 let host = Rc::new(StoreHost::new(host));
-                let result = current.run(&bytecode, &event, host.clone(), timeout);
+                // A panic inside the engine must not take the worker thread with it.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    current.run(&bytecode, &event, host.clone(), timeout)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(BotError::Engine(
+                        "the engine panicked; the server logged the details".into(),
+                    ))
+                });
                 // A runtime that ran out of memory or failed inside is not trusted again.
                 let keep = !matches!(result, Err(BotError::OutOfMemory | BotError::Engine(_)));
-                let _ = reply.send(result.map(|value| Execution {
-                    value,
+                let _ = reply.send(Execution {
+                    value: result,
                     log: host.take_log(),
-                }));
+                });
                 keep
             }
         };
@@ -163,7 +172,10 @@ fn reply_error(job: Job, error: BotError) {
             let _ = reply.send(Err(error));
         }
         Job::Run { reply, .. } => {
-            let _ = reply.send(Err(error));
+            let _ = reply.send(Execution {
+                value: Err(error),
+                log: Vec::new(),
+            });
         }
     }
 }

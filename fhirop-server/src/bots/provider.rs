@@ -8,7 +8,7 @@ use fhirop::store::SearchQuery;
 use serde_json::Value;
 
 use super::Bots;
-use crate::bots::operation::typed_parameters;
+use crate::bots::operation::{event_base, query_object};
 
 /// The Bot operations every project has.
 #[derive(Debug, Clone)]
@@ -79,28 +79,21 @@ impl BotProvider {
         context: OperationContext,
     ) -> Result<HttpResponse, OperationError> {
         let tenant = context.tenant();
-        let mut query = Vec::new();
-        let mut input = serde_json::Map::new();
-        for (name, value) in form_urlencoded::parse(context.uri().query().unwrap_or_default().as_bytes()) {
-            if name == "identifier" && id.is_none() {
-                query.push(("identifier".to_owned(), value.into_owned()));
-            } else if !fhirop::binding::GLOBAL_QUERY_PARAMETERS.contains(&name.as_ref()) {
-                input.insert(name.into_owned(), Value::String(value.into_owned()));
-            }
-        }
         let bot = match &id {
             Some(id) => id.id.clone(),
             None => {
-                if query.is_empty() {
-                    return Err(OperationError::invalid(
-                        "Bot/$execute needs identifier=system|value, or call Bot/{id}/$execute",
-                    ));
-                }
+                let identifier = form_urlencoded::parse(context.uri().query().unwrap_or_default().as_bytes())
+                    .find(|(name, _)| name == "identifier")
+                    .map(|(_, value)| value.into_owned())
+                    .ok_or_else(|| {
+                        OperationError::invalid("Bot/$execute needs identifier=system|value, or call Bot/{id}/$execute")
+                    })?;
                 let store = context.store()?;
                 let search = SearchQuery {
                     resource_type: "Bot".into(),
-                    params: query,
+                    params: vec![("identifier".into(), identifier)],
                     count: 2,
+                    strict: true,
                     ..SearchQuery::default()
                 };
                 let found = store.search(&tenant, &search).await?.resources;
@@ -111,24 +104,22 @@ impl BotProvider {
                 }
             }
         };
-        let input = if context.method() == fhirop::actix_web::http::Method::GET {
-            Value::Object(input)
+        let mut event = event_base(&context, &Default::default());
+        event["input"] = if context.method() == fhirop::actix_web::http::Method::GET {
+            // What locates the Bot and what shapes the response are not the Bot's input.
+            let mut query = query_object(&context);
+            if let Value::Object(members) = &mut query {
+                if id.is_none() {
+                    members.shift_remove("identifier");
+                }
+                for global in fhirop::binding::GLOBAL_QUERY_PARAMETERS {
+                    members.shift_remove(global);
+                }
+            }
+            query
         } else {
             body_json(&body)?
         };
-        let content_type = context
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("application/json")
-            .to_owned();
-        let event = serde_json::json!({
-            "input": input,
-            "contentType": content_type,
-            "traceId": uuid::Uuid::new_v4().to_string(),
-            "headers": {},
-            "parameters": typed_parameters(&[], &Default::default()),
-        });
         let requester = context.caller().map(|caller| caller.reference);
         let result = self
             .bots

@@ -175,20 +175,22 @@ impl Engine {
     ) -> Result<String, BotError> {
         let limit = timeout.min(self.limits.timeout.max(timeout));
         self.deadline.set(Some(Instant::now() + limit));
-        let result = self.run_in_fresh_context(bytecode, event_json, host, limit);
+        let result = Context::full(&self.runtime)
+            .map_err(|error| engine_error(error, limit))
+            .and_then(|context| self.run_in(&context, bytecode, event_json, host, limit));
         self.deadline.set(None);
         self.runtime.run_gc();
         result
     }
 
-    fn run_in_fresh_context(
+    fn run_in(
         &self,
+        context: &Context,
         bytecode: &[u8],
         event_json: &str,
         host: Rc<dyn Host>,
         limit: Duration,
     ) -> Result<String, BotError> {
-        let context = Context::full(&self.runtime).map_err(|error| engine_error(error, limit))?;
         let deadline = self.deadline.clone();
         context.with(|ctx| {
             let caught = |error: CaughtError<'_>| self.classify(error, limit);
@@ -251,6 +253,9 @@ impl Engine {
                     line: line_in_stack(&stack, BOT_FILE),
                 }
             }
+            // Out of memory, QuickJS sometimes cannot even build its exception and throws
+            // null instead (a Bot throwing null itself is indistinguishable, and rare).
+            CaughtError::Value(value) if value.is_null() => BotError::OutOfMemory,
             CaughtError::Value(value) => BotError::Thrown {
                 message: value
                     .as_string()

@@ -356,12 +356,36 @@ pub fn compile(resource_type: &str, params: &[(String, String)], strict: bool) -
     Ok(compiled)
 }
 
-/// `EXISTS (...)` on the parameter's index table with the OR of the items.
+/// Whether the store implements `modifier` for a parameter of `kind`; the rest are refused
+/// rather than silently read as plain matches.
+fn check_modifier(param: &SearchParam, modifier: Option<&str>) -> Result<(), String> {
+    let supported = match (param.kind, modifier) {
+        (_, None) => true,
+        (SearchParamType::Token, Some("not")) => true,
+        (SearchParamType::String, Some("exact" | "contains")) => true,
+        (SearchParamType::Reference, Some(target)) => target.starts_with(|c: char| c.is_ascii_uppercase()),
+        _ => false,
+    };
+    if supported {
+        Ok(())
+    } else {
+        Err(format!(
+            "modifier :{} is not supported on {} parameter '{}'",
+            modifier.unwrap_or_default(),
+            param.kind.name(),
+            param.name
+        ))
+    }
+}
+
+/// `EXISTS (...)` on the parameter's index table with the OR of the items (`NOT EXISTS` for
+/// a token's `:not`).
 fn param_condition(
     param: &SearchParam,
     modifier: Option<&str>,
     items: &[String],
 ) -> Result<(String, Vec<SqlValue>), String> {
+    check_modifier(param, modifier)?;
     let (table, mut alternatives, mut values) = (index_table(param.kind), Vec::new(), Vec::new());
     for item in items {
         match param.kind {
@@ -439,9 +463,10 @@ fn param_condition(
     }
     let name_value = SqlValue::Text(param.name.to_owned());
     values.insert(0, name_value);
+    let negation = if modifier == Some("not") { "NOT " } else { "" };
     Ok((
         format!(
-            "EXISTS (SELECT 1 FROM {table} i WHERE i.tenant = r.tenant AND i.resource_type = r.resource_type AND i.id = r.id AND i.param = ? AND ({}))",
+            "{negation}EXISTS (SELECT 1 FROM {table} i WHERE i.tenant = r.tenant AND i.resource_type = r.resource_type AND i.id = r.id AND i.param = ? AND ({}))",
             alternatives.join(" OR ")
         ),
         values,

@@ -12,6 +12,19 @@ use super::search::{SearchParam, SearchParamType::*};
 
 /// Every indexed search parameter, sorted by resource type and name.
 pub const SEARCH_PARAMETERS: &[SearchParam] = &[
+    // The server's own types (Medplum's Bot search parameters).
+    SearchParam {
+        resource_type: "Bot",
+        name: "identifier",
+        kind: Token,
+        paths: &["identifier"],
+    },
+    SearchParam {
+        resource_type: "Bot",
+        name: "name",
+        kind: String,
+        paths: &["name"],
+    },
     SearchParam {
         resource_type: "Account",
         name: "identifier",

@@ -1,0 +1,489 @@
+//! The fhirop benchmark: the example server and a bare actix-web baseline, built from this
+//! workspace, driven in one run by `wrk` with the same load, each server pinned to one core
+//! and the load generator to another.
+//!
+//! ```sh
+//! cargo run --release -p fhirop-bench -- --duration 8s
+//! ```
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::process::{Child, Command, Stdio};
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+mod baseline;
+
+/// Benchmark fhirop against a bare actix-web handler.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    serve: Option<Serve>,
+    /// How long each workload is measured (e.g. 8s).
+    #[arg(long, default_value = "8s")]
+    duration: String,
+    /// Warm-up before each measurement (e.g. 2s).
+    #[arg(long, default_value = "2s")]
+    warmup: String,
+    /// wrk connections.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// Workloads to run (comma-separated; default all).
+    #[arg(long, default_value = "W0,W1,W2,W3,W4,S1,S2,S3,S4")]
+    workloads: String,
+}
+
+/// The servers this binary can be (run in a child process, pinned to a core).
+#[derive(Debug, Subcommand)]
+enum Serve {
+    /// The fhirop example server, in memory.
+    Fhirop,
+    /// The bare actix-web baseline.
+    Baseline,
+}
+
+const BASE: &str = "/fhir/R4";
+const W2_BODY: &str = r#"{"resourceType":"Parameters","parameter":[{"name":"resource","resource":{"resourceType":"Patient","name":[{"family":"Smith","given":["John"]}]}}]}"#;
+const BARE_PATIENT: &str = r#"{"resourceType":"Patient","name":[{"family":"Smith","given":["John"]}]}"#;
+const SEED_BOT: &str = "exports.handler = async function (medplum, event) {\n  const patient = event.input;\n  patient.identifier = patient.identifier || [];\n  patient.identifier.push({\n    system: 'https://example.com/patient-id',\n    value: '12345',\n  });\n  return patient;\n};";
+const SEARCH_BOT: &str = "exports.handler = async function (medplum, event) {\n  const patients = await medplum.searchResources('Patient', { name: 'Smith' });\n  return { count: patients.length };\n};";
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.serve {
+        Some(Serve::Fhirop) => serve_fhirop(),
+        Some(Serve::Baseline) => baseline::serve(),
+        None => run(&cli),
+    };
+    if let Err(error) = result {
+        eprintln!("fhirop-bench: {error}");
+        std::process::exit(1);
+    }
+}
+
+type Error = Box<dyn std::error::Error>;
+
+fn serve_fhirop() -> Result<(), Error> {
+    actix_web::rt::System::new().block_on(async {
+        let mut config = fhirop_server::Config::for_tests();
+        config.workers = Some(1);
+        config.bot_workers = Some(1);
+        let running = fhirop_server::start(&config).await?;
+        println!("{}", running.base_url);
+        std::io::stdout().flush()?;
+        running.server.await?;
+        Ok(())
+    })
+}
+
+/// A server in a child process, pinned to `core` when the machine has more than one.
+struct Server {
+    child: Child,
+    base_url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn pinned(core: usize, program: &str) -> Command {
+    if cores() > 1 && which("taskset") {
+        let mut command = Command::new("taskset");
+        command.arg("-c").arg(core.to_string()).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn which(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn start(kind: &str) -> Result<Server, Error> {
+    let me = std::env::current_exe()?;
+    let mut child = pinned(0, &me.to_string_lossy())
+        .arg(kind)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    Ok(Server {
+        child,
+        base_url: line.trim().to_owned(),
+    })
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+fn call(method: &str, url: &str, body: Option<&str>) -> Result<(u16, String), Error> {
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("Content-Type", "application/fhir+json");
+    let mut response = match body {
+        Some(body) => agent().run(request.body(body.as_bytes().to_vec())?)?,
+        None => agent().run(request.body(())?)?,
+    };
+    let status = response.status().as_u16();
+    Ok((status, response.body_mut().read_to_string()?))
+}
+
+fn post_json(url: &str, body: &Value) -> Result<Value, Error> {
+    let (status, text) = call("POST", url, Some(&body.to_string()))?;
+    if status >= 300 {
+        return Err(format!("POST {url} → {status}: {text}").into());
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn bot_operation(base: &str, code: &str, js: &str, input: Value, output: Value) -> Result<(), Error> {
+    let bot = post_json(&format!("{base}/Bot"), &json!({"resourceType": "Bot", "name": code}))?;
+    let id = bot["id"].as_str().ok_or("no Bot id")?;
+    post_json(&format!("{base}/Bot/{id}/$deploy"), &json!({"code": js}))?;
+    let mut parameters = vec![output];
+    if !input.is_null() {
+        parameters.insert(0, input);
+    }
+    post_json(
+        &format!("{base}/OperationDefinition"),
+        &json!({
+            "resourceType": "OperationDefinition",
+            "extension": [{"url": "https://medplum.com/fhir/StructureDefinition/operationDefinition-implementation",
+                           "valueReference": {"reference": format!("Bot/{id}")}}],
+            "name": code, "status": "active", "kind": "operation", "code": code,
+            "system": true, "type": false, "instance": false,
+            "parameter": parameters,
+        }),
+    )?;
+    Ok(())
+}
+
+/// Creates what the workloads need through the public API; returns (patient id with 500
+/// compartment resources).
+fn set_up(base: &str) -> Result<String, Error> {
+    bot_operation(
+        base,
+        "add-identifier-js",
+        SEED_BOT,
+        json!({"use": "in", "name": "input", "type": "Patient", "min": 1, "max": "1"}),
+        json!({"use": "out", "name": "return", "type": "Patient", "min": 1, "max": "1"}),
+    )?;
+    bot_operation(
+        base,
+        "count-smiths",
+        SEARCH_BOT,
+        Value::Null,
+        json!({"use": "out", "name": "count", "type": "integer", "min": 1, "max": "1"}),
+    )?;
+    let patients: Vec<Value> = (0..1000)
+        .map(|index| {
+            let family = if index % 2 == 0 { "Smith" } else { "Jones" };
+            json!({"request": {"method": "POST", "url": "Patient"},
+                   "resource": {"resourceType": "Patient", "name": [{"family": family, "given": [format!("P{index}")]}]}})
+        })
+        .collect();
+    post_json(
+        base,
+        &json!({"resourceType": "Bundle", "type": "transaction", "entry": patients}),
+    )?;
+    let patient = post_json(&format!("{base}/Patient"), &serde_json::from_str(BARE_PATIENT)?)?;
+    let patient_id = patient["id"].as_str().ok_or("no Patient id")?.to_owned();
+    let observations: Vec<Value> = (0..500)
+        .map(|index| {
+            json!({"request": {"method": "POST", "url": "Observation"},
+                   "resource": {"resourceType": "Observation", "status": "final",
+                                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                                "subject": {"reference": format!("Patient/{patient_id}")},
+                                "valueQuantity": {"value": 60 + index % 40, "unit": "/min"}}})
+        })
+        .collect();
+    post_json(
+        base,
+        &json!({"resourceType": "Bundle", "type": "transaction", "entry": observations}),
+    )?;
+    Ok(patient_id)
+}
+
+/// One workload: what to send and how to know the answer is right.
+struct Workload {
+    name: &'static str,
+    method: &'static str,
+    path: String,
+    body: Option<String>,
+    check: fn(u16, &Value) -> bool,
+    /// The baseline workload it is compared with.
+    baseline: Option<&'static str>,
+}
+
+fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
+    vec![
+        Workload {
+            name: "W0",
+            method: "GET",
+            path: "/metadata".into(),
+            body: None,
+            check: |status, body| status == 200 && body["resourceType"] == "CapabilityStatement",
+            baseline: Some("W1"),
+        },
+        Workload {
+            name: "W1",
+            method: "GET",
+            path: "/Patient/$hello?name=World".into(),
+            body: None,
+            check: |status, body| status == 200 && body["parameter"][0]["valueString"] == "Hello, World",
+            baseline: Some("W1"),
+        },
+        Workload {
+            name: "W2",
+            method: "POST",
+            path: "/Patient/$add-identifier".into(),
+            body: Some(W2_BODY.into()),
+            check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
+            baseline: Some("W2"),
+        },
+        Workload {
+            name: "W3",
+            method: "POST",
+            path: "/Patient/$add-identifier-js".into(),
+            body: Some(BARE_PATIENT.into()),
+            check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
+            baseline: None,
+        },
+        Workload {
+            name: "W4",
+            method: "POST",
+            path: "/$count-smiths".into(),
+            body: None,
+            check: |status, body| status == 200 && body["parameter"][0]["valueInteger"] == 20,
+            baseline: None,
+        },
+        Workload {
+            name: "S1",
+            method: "POST",
+            path: "/Patient".into(),
+            body: Some(BARE_PATIENT.into()),
+            check: |status, body| status == 201 && body["meta"]["versionId"] == "1",
+            baseline: None,
+        },
+        Workload {
+            name: "S2",
+            method: "GET",
+            path: format!("/Patient/{sample_id}"),
+            body: None,
+            check: |status, body| status == 200 && body["resourceType"] == "Patient",
+            baseline: None,
+        },
+        Workload {
+            name: "S3",
+            method: "GET",
+            path: "/Patient?name=smi".into(),
+            body: None,
+            check: |status, body| status == 200 && body["entry"].as_array().is_some_and(|entries| !entries.is_empty()),
+            baseline: None,
+        },
+        Workload {
+            name: "S4",
+            method: "GET",
+            path: format!("/Patient/{patient_id}/$everything?_count=1000"),
+            body: None,
+            check: |status, body| status == 200 && body["total"] == 501,
+            baseline: None,
+        },
+    ]
+}
+
+/// What wrk measured.
+#[derive(Debug, Default, Clone, Copy)]
+struct Measurement {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_mib: f64,
+    errors: u64,
+}
+
+fn milliseconds(text: &str) -> f64 {
+    let text = text.trim();
+    let (number, factor) = if let Some(number) = text.strip_suffix("us") {
+        (number, 0.001)
+    } else if let Some(number) = text.strip_suffix("ms") {
+        (number, 1.0)
+    } else if let Some(number) = text.strip_suffix('s') {
+        (number, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().unwrap_or(f64::NAN) * factor
+}
+
+fn parse_wrk(output: &str) -> Measurement {
+    let mut measurement = Measurement::default();
+    for line in output.lines() {
+        let line = line.trim();
+        if let Some(rate) = line.strip_prefix("Requests/sec:") {
+            measurement.requests_per_second = rate.trim().parse().unwrap_or(0.0);
+        } else if let Some(latency) = line.strip_prefix("50%") {
+            measurement.p50_ms = milliseconds(latency);
+        } else if let Some(latency) = line.strip_prefix("99%") {
+            measurement.p99_ms = milliseconds(latency);
+        } else if line.starts_with("Non-2xx or 3xx responses:") || line.starts_with("Socket errors:") {
+            measurement.errors += line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|number| number.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    measurement
+}
+
+/// Resets and reads the child's peak RSS (Linux `clear_refs` 5 and `VmHWM`).
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmHWM:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn wrk(cli: &Cli, duration: &str, url: &str, method: &str, body: Option<&str>) -> Result<String, Error> {
+    let script = std::env::temp_dir().join(format!("fhirop-bench-{}.lua", std::process::id()));
+    let lua_body = body.map_or_else(|| "nil".to_owned(), |body| format!("[==[{body}]==]"));
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"{method}\"\nwrk.body = {lua_body}\nwrk.headers[\"Content-Type\"] = \"application/fhir+json\"\n"
+        ),
+    )?;
+    let output = pinned(1, "wrk")
+        .args([
+            "-t1",
+            &format!("-c{}", cli.connections),
+            &format!("-d{duration}"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(url)
+        .output()?;
+    let _ = std::fs::remove_file(&script);
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn measure(cli: &Cli, server: &Server, workload: &Workload) -> Result<Measurement, Error> {
+    let url = format!("{}{}", server.base_url, workload.path);
+    let (status, text) = call(workload.method, &url, workload.body.as_deref())?;
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if !(workload.check)(status, &body) {
+        return Err(format!(
+            "{} answered {status} {text:.300}, which is not the expected answer",
+            workload.name
+        )
+        .into());
+    }
+    wrk(cli, &cli.warmup, &url, workload.method, workload.body.as_deref())?;
+    reset_peak(server.child.id());
+    let mut measurement = parse_wrk(&wrk(
+        cli,
+        &cli.duration,
+        &url,
+        workload.method,
+        workload.body.as_deref(),
+    )?);
+    measurement.peak_rss_mib = peak_rss_mib(server.child.id());
+    Ok(measurement)
+}
+
+fn run(cli: &Cli) -> Result<(), Error> {
+    if !which("wrk") {
+        return Err("wrk is not installed: apt-get install wrk".into());
+    }
+    let selected: Vec<&str> = cli.workloads.split(',').map(str::trim).collect();
+    println!(
+        "cores: {}; server pinned to core 0, wrk to core 1; {} connections, warm-up {}, duration {}",
+        cores(),
+        cli.connections,
+        cli.warmup,
+        cli.duration
+    );
+
+    let baseline = start("baseline")?;
+    let mut baseline_results = std::collections::HashMap::new();
+    for (name, workload) in baseline::workloads() {
+        let measured = measure(cli, &baseline, &workload)?;
+        baseline_results.insert(name, measured);
+    }
+    drop(baseline);
+
+    let server = start("fhirop")?;
+    let idle_rss = peak_rss_mib(server.child.id());
+    let base = server.base_url.clone();
+    let patient_id = set_up(&base)?;
+    let sample = post_json(&format!("{base}/Patient"), &serde_json::from_str(BARE_PATIENT)?)?;
+    let sample_id = sample["id"].as_str().unwrap_or_default().to_owned();
+
+    println!(
+        "\n{:<9} {:>12} {:>9} {:>9} {:>10} {:>9}",
+        "workload", "requests/s", "p50 ms", "p99 ms", "peak MiB", "ratio"
+    );
+    for (name, measured) in &baseline_results {
+        println!(
+            "{:<9} {:>12.0} {:>9.3} {:>9.3} {:>10.1} {:>9}",
+            format!("base-{name}"),
+            measured.requests_per_second,
+            measured.p50_ms,
+            measured.p99_ms,
+            measured.peak_rss_mib,
+            "1.00"
+        );
+    }
+    for workload in workloads(&patient_id, &sample_id) {
+        if !selected.contains(&workload.name) {
+            continue;
+        }
+        let measured = measure(cli, &server, &workload)?;
+        let ratio = workload
+            .baseline
+            .and_then(|name| baseline_results.get(name))
+            .map_or_else(
+                || "-".to_owned(),
+                |base| format!("{:.2}", measured.requests_per_second / base.requests_per_second),
+            );
+        let errors = if measured.errors > 0 {
+            format!("  ({} errors)", measured.errors)
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<9} {:>12.0} {:>9.3} {:>9.3} {:>10.1} {:>9}{errors}",
+            workload.name, measured.requests_per_second, measured.p50_ms, measured.p99_ms, measured.peak_rss_mib, ratio
+        );
+    }
+    println!("\nidle RSS of the fhirop server after start: {idle_rss:.1} MiB");
+    Ok(())
+}
