@@ -32,7 +32,8 @@ struct ContextInner {
     resource_type: Option<String>,
     id: Option<String>,
     version_id: Option<String>,
-    base_url: String,
+    /// Where the base URL comes from; built on first use (most calls never need it).
+    base_url: BaseUrl,
     definition: std::sync::Arc<OperationDefinition>,
     response: RefCell<ResponseControl>,
 }
@@ -56,6 +57,36 @@ impl std::fmt::Debug for OperationContext {
     }
 }
 
+/// The server's base URL: configured, or taken from the request's scheme and host when first
+/// asked for.
+#[derive(Debug)]
+pub struct BaseUrl {
+    configured: Option<String>,
+    base_path: String,
+    resolved: std::cell::OnceCell<String>,
+}
+
+impl BaseUrl {
+    /// A base URL that is `configured`, or derived from the request and `base_path`.
+    pub fn new(configured: Option<String>, base_path: &str) -> BaseUrl {
+        BaseUrl {
+            configured,
+            base_path: base_path.to_owned(),
+            resolved: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn resolve(&self, request: &HttpRequest) -> &str {
+        self.resolved.get_or_init(|| match &self.configured {
+            Some(url) => url.clone(),
+            None => {
+                let connection = request.connection_info();
+                format!("{}://{}{}", connection.scheme(), connection.host(), self.base_path)
+            }
+        })
+    }
+}
+
 /// Where the call was addressed: level, resource type, id and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -74,7 +105,7 @@ impl OperationContext {
     pub fn new(
         request: HttpRequest,
         target: Target,
-        base_url: String,
+        base_url: BaseUrl,
         definition: std::sync::Arc<OperationDefinition>,
     ) -> OperationContext {
         OperationContext {
@@ -138,7 +169,7 @@ impl OperationContext {
 
     /// The server's base URL (`http://host/fhir/R4`), for building references and links.
     pub fn base_url(&self) -> &str {
-        &self.inner.base_url
+        self.inner.base_url.resolve(&self.inner.request)
     }
 
     /// The resource store the server registered (`App::app_data(StoreHandle(..))`).

@@ -101,7 +101,14 @@ fn classify(media_type: &str) -> Acceptable {
 pub fn negotiate(request: &HttpRequest) -> Result<ResponseFormat, OperationError> {
     let mut format_param = None;
     let mut pretty = false;
-    for (key, value) in form_urlencoded::parse(request.query_string().as_bytes()) {
+    let query = request.query_string();
+    // `_format` and `_pretty` start with `_` (or its escape): most queries need no parsing here.
+    let pairs = if query.contains(['_', '%']) {
+        Some(form_urlencoded::parse(query.as_bytes()))
+    } else {
+        None
+    };
+    for (key, value) in pairs.into_iter().flatten() {
         match key.as_ref() {
             "_format" => format_param = Some(value.into_owned()),
             "_pretty" => pretty = value == "true",

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::binding::Binder;
 use crate::capability::{ServerInfo, capability_statement};
-use crate::context::{OperationContext, Target};
+use crate::context::{BaseUrl, OperationContext, Target};
 use crate::definition::{Level, canonical_url, searchset};
 use crate::format::{ResponseFormat, check_content_type, negotiate, parse_json_object};
 use crate::operation::{IntoOperations, OperationCall};
@@ -498,7 +498,8 @@ async fn invoke(
         binder.finish()?
     };
 
-    let context = OperationContext::new(request.clone(), target, state.base_url(request), definition.clone());
+    let base_url = BaseUrl::new(state.public_base_url.clone(), &state.base_path);
+    let context = OperationContext::new(request.clone(), target, base_url, definition.clone());
     let call = OperationCall {
         context: context.clone(),
         params,

@@ -206,6 +206,17 @@ pub trait ResourceStore: Send + Sync + 'static {
     fn search<'a>(&'a self, tenant: &'a str, query: &'a SearchQuery)
     -> BoxFuture<'a, Result<SearchResult, StoreError>>;
 
+    /// Every current resource that references `target_type/target_id` through one of the
+    /// reference parameters `links` names for its type (`(type, params)`): a compartment in one
+    /// call, as `$everything` needs it.
+    fn referencing<'a>(
+        &'a self,
+        tenant: &'a str,
+        target_type: &'a str,
+        target_id: &'a str,
+        links: &'a [(&'static str, &'static [&'static str])],
+    ) -> BoxFuture<'a, Result<Vec<StoredResource>, StoreError>>;
+
     /// Applies writes atomically: all of them or none.
     fn transaction<'a>(
         &'a self,

@@ -6,6 +6,7 @@ use std::collections::{HashSet, VecDeque};
 
 use fhirop::prelude::*;
 use fhirop::store::{ReadResult, SearchQuery, StoreHandle, StoredResource};
+use fhirop::types::time::date_range;
 use serde_json::Value;
 
 use crate::store::search_parameters::PATIENT_COMPARTMENT;
@@ -196,11 +197,44 @@ async fn collect_patient(
         .iter()
         .map(|(stored, _)| (stored.resource_type.clone(), stored.id.clone()))
         .collect();
-    let patient_reference = format!("Patient/{}", patient.id);
+    let patient_id = patient.id.clone();
+    let patient_reference = format!("Patient/{patient_id}");
     seen.insert(("Patient".into(), patient.id.clone()));
     // The patient itself is always returned, whatever _type and _since say.
     collected.push((patient, "match"));
     let members_start = collected.len();
+    if filter.start.is_none() && filter.end.is_none() {
+        // No care-date range: one store call reads the whole compartment.
+        let since = filter.since.as_deref().and_then(date_range).map(|(low, _)| low);
+        let members = store
+            .referencing(tenant, "Patient", &patient_id, PATIENT_COMPARTMENT)
+            .await?;
+        for stored in members {
+            let updated_since =
+                since.is_none_or(|since| date_range(&stored.last_updated).is_some_and(|(updated, _)| updated >= since));
+            if filter.admits_type(&stored.resource_type)
+                && updated_since
+                && seen.insert((stored.resource_type.clone(), stored.id.clone()))
+            {
+                collected.push((stored, "match"));
+            }
+        }
+    } else {
+        collect_by_search(store, tenant, &patient_reference, filter, &mut seen, collected).await?;
+    }
+    include_referenced(store, tenant, filter, members_start, &mut seen, collected).await
+}
+
+/// The compartment by one search per (type, link parameter), for filters the reference index
+/// alone cannot apply (care dates).
+async fn collect_by_search(
+    store: &StoreHandle,
+    tenant: &str,
+    patient_reference: &str,
+    filter: &Filter,
+    seen: &mut HashSet<(String, String)>,
+    collected: &mut Vec<(StoredResource, &'static str)>,
+) -> Result<(), OperationError> {
     for (resource_type, params) in PATIENT_COMPARTMENT {
         if !filter.admits_type(resource_type) {
             continue;
@@ -209,7 +243,7 @@ async fn collect_patient(
             if *resource_type == "Patient" {
                 continue;
             }
-            let mut search_params = vec![((*param).to_owned(), patient_reference.clone())];
+            let mut search_params = vec![((*param).to_owned(), patient_reference.to_owned())];
             search_params.extend(filter.search_params(store, resource_type));
             for stored in all_of(store, tenant, resource_type, search_params).await? {
                 if seen.insert((stored.resource_type.clone(), stored.id.clone())) {
@@ -218,7 +252,19 @@ async fn collect_patient(
             }
         }
     }
-    // Resources the compartment references (practitioners, organizations, medications, ...).
+    Ok(())
+}
+
+/// Adds the resources the patient and its compartment reference (practitioners,
+/// organizations, medications, ...) as `include` entries.
+async fn include_referenced(
+    store: &StoreHandle,
+    tenant: &str,
+    filter: &Filter,
+    members_start: usize,
+    seen: &mut HashSet<(String, String)>,
+    collected: &mut Vec<(StoredResource, &'static str)>,
+) -> Result<(), OperationError> {
     let mut references: VecDeque<String> = VecDeque::new();
     for (stored, _) in &collected[members_start - 1..] {
         if let Some(resource) = &stored.resource {

@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use rquickjs::context::intrinsic;
 use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Runtime, Value, module::WriteOptions};
 
 /// The limits every execution runs under.
@@ -87,6 +88,18 @@ pub trait Host {
 /// The file name Bots' code is compiled under (it appears in stacks).
 const BOT_FILE: &str = "bot.js";
 const PRELUDE: &str = include_str!("prelude.js");
+
+/// What a Bot's context holds beyond the base objects. Context creation is most of an
+/// execution's cost, and each intrinsic adds to it; `eval` and `Function(...)` are left out
+/// on purpose (code comes only through `$deploy`), as are timers and `performance`.
+type BotIntrinsics = (
+    intrinsic::Date,
+    intrinsic::RegExpCompiler,
+    intrinsic::RegExp,
+    intrinsic::Json,
+    intrinsic::MapSet,
+    intrinsic::Promise,
+);
 
 /// One QuickJS runtime, owned by one worker thread.
 pub struct Engine {
@@ -175,7 +188,7 @@ impl Engine {
     ) -> Result<String, BotError> {
         let limit = timeout.min(self.limits.timeout.max(timeout));
         self.deadline.set(Some(Instant::now() + limit));
-        let result = Context::full(&self.runtime)
+        let result = Context::custom::<BotIntrinsics>(&self.runtime)
             .map_err(|error| engine_error(error, limit))
             .and_then(|context| self.run_in(&context, bytecode, event_json, host, limit));
         self.deadline.set(None);
@@ -428,6 +441,17 @@ mod tests {
             let host = Rc::new(RecordingHost::default());
             assert_eq!(engine.run(&bytecode, "{}", host, Duration::from_secs(1)).unwrap(), "1");
         }
+    }
+
+    #[test]
+    fn eval_and_timers_are_not_there() {
+        let probe = "function attempt(f) { try { f(); return 'ran'; } catch (e) { return 'refused'; } }\n\
+            exports.handler = async () => [attempt(() => eval('1 + 1')), attempt(() => Function('return 1')()),\n\
+            typeof setTimeout, typeof Date, typeof Promise, typeof Map];";
+        assert_eq!(
+            run(probe, "{}").unwrap(),
+            r#"["refused","refused","undefined","function","function","function"]"#
+        );
     }
 
     #[test]

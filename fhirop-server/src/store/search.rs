@@ -302,7 +302,12 @@ fn date_condition(
 
 /// Compiles the search parameters of `resource_type`; unknown ones are ignored (and listed
 /// in the error when `strict`).
-pub fn compile(resource_type: &str, params: &[(String, String)], strict: bool) -> Result<CompiledSearch, String> {
+pub fn compile(
+    tenant: &str,
+    resource_type: &str,
+    params: &[(String, String)],
+    strict: bool,
+) -> Result<CompiledSearch, String> {
     let mut compiled = CompiledSearch::default();
     let mut unknown = Vec::new();
     for (key, text) in params {
@@ -338,7 +343,7 @@ pub fn compile(resource_type: &str, params: &[(String, String)], strict: bool) -
                     unknown.push(key.clone());
                     continue;
                 };
-                let (table, exists_values) = param_condition(param, modifier, &items)?;
+                let (table, exists_values) = param_condition(tenant, param, modifier, &items)?;
                 alternatives.push(table);
                 values.extend(exists_values);
             }
@@ -381,6 +386,7 @@ fn check_modifier(param: &SearchParam, modifier: Option<&str>) -> Result<(), Str
 /// `EXISTS (...)` on the parameter's index table with the OR of the items (`NOT EXISTS` for
 /// a token's `:not`).
 fn param_condition(
+    tenant: &str,
     param: &SearchParam,
     modifier: Option<&str>,
     items: &[String],
@@ -416,8 +422,12 @@ fn param_condition(
                     values.push(SqlValue::Text(format!("%{}%", like_escape(&normalize(item)))));
                 }
                 None => {
-                    alternatives.push("i.normalized LIKE ? ESCAPE '\\'".to_owned());
-                    values.push(SqlValue::Text(format!("{}%", like_escape(&normalize(item)))));
+                    // A prefix as a range, so the (param, normalized) index answers it.
+                    let prefix = normalize(item);
+                    alternatives.push("(i.normalized >= ? AND i.normalized < ?)".to_owned());
+                    let upper = format!("{prefix}\u{10FFFF}");
+                    values.push(SqlValue::Text(prefix));
+                    values.push(SqlValue::Text(upper));
                 }
                 Some(other) => {
                     return Err(format!(
@@ -461,15 +471,21 @@ fn param_condition(
             }
         }
     }
-    let name_value = SqlValue::Text(param.name.to_owned());
-    values.insert(0, name_value);
+    // Driven from the index table (an uncorrelated IN list), so a selective parameter reads
+    // only its matches instead of probing every resource of the type.
+    let mut bound = vec![
+        SqlValue::Text(tenant.to_owned()),
+        SqlValue::Text(param.resource_type.to_owned()),
+        SqlValue::Text(param.name.to_owned()),
+    ];
+    bound.extend(values);
     let negation = if modifier == Some("not") { "NOT " } else { "" };
     Ok((
         format!(
-            "{negation}EXISTS (SELECT 1 FROM {table} i WHERE i.tenant = r.tenant AND i.resource_type = r.resource_type AND i.id = r.id AND i.param = ? AND ({}))",
+            "r.id {negation}IN (SELECT i.id FROM {table} i WHERE i.tenant = ? AND i.resource_type = ? AND i.param = ? AND ({}))",
             alternatives.join(" OR ")
         ),
-        values,
+        bound,
     ))
 }
 
@@ -545,8 +561,12 @@ mod tests {
             ("bogus".to_owned(), "1".to_owned()),
             ("family".to_owned(), "smi".to_owned()),
         ];
-        let lenient = compile("Patient", &params, false).unwrap();
+        let lenient = compile("default", "Patient", &params, false).unwrap();
         assert_eq!(lenient.used, vec![("family".to_owned(), "smi".to_owned())]);
-        assert!(compile("Patient", &params, true).unwrap_err().contains("bogus"));
+        assert!(
+            compile("default", "Patient", &params, true)
+                .unwrap_err()
+                .contains("bogus")
+        );
     }
 }

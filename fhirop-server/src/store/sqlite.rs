@@ -49,6 +49,7 @@ const SCHEMA: &[&str] = &[
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         target_type TEXT NOT NULL, target_id TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS search_reference_value ON search_reference (tenant, target_id, param)",
+    "CREATE INDEX IF NOT EXISTS search_reference_param ON search_reference (tenant, resource_type, param, target_id)",
     "CREATE INDEX IF NOT EXISTS search_reference_owner ON search_reference (tenant, resource_type, id)",
 ];
 
@@ -445,7 +446,8 @@ impl ResourceStore for SqliteStore {
         query: &'a SearchQuery,
     ) -> BoxFuture<'a, Result<SearchResult, StoreError>> {
         Box::pin(async move {
-            let compiled = compile(&query.resource_type, &query.params, query.strict).map_err(StoreError::Invalid)?;
+            let compiled =
+                compile(tenant, &query.resource_type, &query.params, query.strict).map_err(StoreError::Invalid)?;
             let mut filter =
                 "FROM resource_current r WHERE r.tenant = ? AND r.resource_type = ? AND r.deleted = 0".to_owned();
             for condition in &compiled.conditions {
@@ -500,6 +502,43 @@ impl ResourceStore for SqliteStore {
                 has_more,
                 used_params: compiled.used,
             })
+        })
+    }
+
+    fn referencing<'a>(
+        &'a self,
+        tenant: &'a str,
+        target_type: &'a str,
+        target_id: &'a str,
+        links: &'a [(&'static str, &'static [&'static str])],
+    ) -> BoxFuture<'a, Result<Vec<StoredResource>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT r.resource_type, r.id, r.version, r.last_updated, r.body, i.param FROM search_reference i \
+                 JOIN resource_current r ON r.tenant = i.tenant AND r.resource_type = i.resource_type AND r.id = i.id \
+                 WHERE i.tenant = ? AND i.target_id = ? AND i.target_type = ? AND r.deleted = 0 \
+                 ORDER BY r.resource_type, r.last_updated_ms, r.id",
+            )
+            .bind(tenant)
+            .bind(target_id)
+            .bind(target_type)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database_error)?;
+            let mut found: Vec<StoredResource> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for row in &rows {
+                let resource_type: String = row.try_get("resource_type").map_err(database_error)?;
+                let param: String = row.try_get("param").map_err(database_error)?;
+                let linked = links
+                    .iter()
+                    .any(|(linked_type, params)| *linked_type == resource_type && params.contains(&param.as_str()));
+                let id: String = row.try_get("id").map_err(database_error)?;
+                if linked && seen.insert((resource_type, id)) {
+                    found.push(row_to_stored(row)?);
+                }
+            }
+            Ok(found)
         })
     }
 
