@@ -104,7 +104,7 @@ fn rest_capabilities(store: &StoreHandle) -> Vec<Value> {
 }
 
 /// Opens the configured store: the SQLite file in the data directory, or memory.
-pub async fn open_store(config: &Config) -> std::io::Result<StoreHandle> {
+pub async fn open_store(config: &Config) -> std::io::Result<Arc<store::ObservedStore>> {
     let store = if config.memory {
         store::SqliteStore::in_memory().await
     } else {
@@ -112,7 +112,9 @@ pub async fn open_store(config: &Config) -> std::io::Result<StoreHandle> {
         store::SqliteStore::open(&config.data_dir.join("fhirop.db")).await
     }
     .map_err(std::io::Error::other)?;
-    Ok(StoreHandle(Arc::new(store) as Arc<dyn ResourceStore>))
+    Ok(Arc::new(store::ObservedStore::new(
+        Arc::new(store) as Arc<dyn ResourceStore>
+    )))
 }
 
 /// A server bound to its socket and ready to run.
@@ -137,7 +139,8 @@ impl std::fmt::Debug for Running {
 /// accepts connections as soon as this returns.
 pub async fn start(config: &Config) -> std::io::Result<Running> {
     bots::host::start_store_runtime()?;
-    let store = open_store(config).await?;
+    let observed = open_store(config).await?;
+    let store = StoreHandle(observed.clone());
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let limits = SandboxLimits {
         memory: config.bot_memory_mib * 1024 * 1024,
@@ -146,6 +149,14 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
     };
     let pool = BotPool::start(config.bot_workers.unwrap_or(cores), config.bot_queue, limits)?;
     let bots = Arc::new(Bots::start(store.clone(), pool, config.strict_operation_levels)?);
+    let watcher = Arc::downgrade(&bots);
+    observed.listen(Box::new(move |tenant, stored| {
+        if stored.resource_type == "Bot"
+            && let Some(bots) = watcher.upgrade()
+        {
+            bots.forget(tenant, &stored.id);
+        }
+    }));
     let fhir = build(config, &store, &bots).map_err(std::io::Error::other)?;
     bots.attach(fhir.registry().clone());
     let loaded = bots

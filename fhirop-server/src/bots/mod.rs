@@ -32,12 +32,21 @@ use sandbox::BotError;
 pub const IMPLEMENTATION_EXTENSION: &str =
     "https://medplum.com/fhir/StructureDefinition/operationDefinition-implementation";
 
-/// Bytecode of one deployed version of a Bot.
+/// One deployed version of a Bot, ready to run: the resource and its bytecode. Kept until
+/// a write to the Bot (through any route) makes the store forget it.
 #[derive(Debug)]
 struct Compiled {
-    /// The Bot's `meta.versionId` the bytecode was compiled from.
-    version: String,
+    /// The Bot's version the bytecode was compiled from.
+    version: u64,
+    bot: Value,
     bytecode: Arc<Vec<u8>>,
+}
+
+fn version_of(bot: &Value) -> u64 {
+    bot.pointer("/meta/versionId")
+        .and_then(Value::as_str)
+        .and_then(|version| version.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The Bot service: compiles, caches and runs Bots, and keeps the operations they implement
@@ -145,50 +154,53 @@ impl Bots {
         let mut bot = self.read_bot(tenant, id).await?;
         let bytecode = self.compile(source.clone()).await?;
         bot["code"] = Value::String(source);
-        let mut results = self
-            .store
-            .transaction(
-                tenant,
-                vec![Write::Update {
-                    resource: bot,
-                    if_match: None,
-                }],
-            )
-            .await?;
-        let version = results
+        let write = Write::Update {
+            resource: bot,
+            if_match: None,
+        };
+        let mut results = self.store.transaction(tenant, vec![write]).await?;
+        if let Some(bot) = results
             .pop()
             .and_then(|result| result.stored)
-            .map(|stored| stored.version_id.to_string())
-            .unwrap_or_default();
-        if let Ok(mut compiled) = self.compiled.write() {
-            compiled.insert(
-                (tenant.to_owned(), id.to_owned()),
-                Arc::new(Compiled { version, bytecode }),
-            );
+            .and_then(|stored| stored.resource)
+        {
+            self.remember(tenant, id, bot, bytecode);
         }
         Ok(())
     }
 
-    /// The Bot and the bytecode of its current version (compiled on first use after a
-    /// restart or an update by another route).
+    /// Caches a compiled version unless a newer one is cached already (an execution that read
+    /// the Bot before a redeploy must not put the old code back).
+    fn remember(&self, tenant: &str, id: &str, bot: Value, bytecode: Arc<Vec<u8>>) {
+        let version = version_of(&bot);
+        if let Ok(mut compiled) = self.compiled.write() {
+            let key = (tenant.to_owned(), id.to_owned());
+            if compiled.get(&key).is_none_or(|cached| cached.version < version) {
+                compiled.insert(key, Arc::new(Compiled { version, bot, bytecode }));
+            }
+        }
+    }
+
+    /// Drops the cached version of `Bot/{id}` (the store saw it written).
+    pub fn forget(&self, tenant: &str, id: &str) {
+        if let Ok(mut compiled) = self.compiled.write() {
+            compiled.remove(&(tenant.to_owned(), id.to_owned()));
+        }
+    }
+
+    /// The Bot and the bytecode of its current version: from the cache, or read and compiled
+    /// (after a restart, or after a write made the cache forget it).
     async fn current(&self, tenant: &str, id: &str) -> Result<(Value, Arc<Vec<u8>>), OperationError> {
-        let bot = self.read_bot(tenant, id).await?;
-        let version = bot
-            .pointer("/meta/versionId")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
         let key = (tenant.to_owned(), id.to_owned());
         let cached = self
             .compiled
             .read()
             .ok()
             .and_then(|compiled| compiled.get(&key).cloned());
-        if let Some(cached) = cached
-            && cached.version == version
-        {
-            return Ok((bot, cached.bytecode.clone()));
+        if let Some(cached) = cached {
+            return Ok((cached.bot.clone(), cached.bytecode.clone()));
         }
+        let bot = self.read_bot(tenant, id).await?;
         let source = bot
             .get("code")
             .and_then(Value::as_str)
@@ -199,15 +211,7 @@ impl Bots {
             })?
             .to_owned();
         let bytecode = self.compile(source).await?;
-        if let Ok(mut compiled) = self.compiled.write() {
-            compiled.insert(
-                key,
-                Arc::new(Compiled {
-                    version,
-                    bytecode: bytecode.clone(),
-                }),
-            );
-        }
+        self.remember(tenant, id, bot.clone(), bytecode.clone());
         Ok((bot, bytecode))
     }
 

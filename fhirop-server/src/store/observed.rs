@@ -1,0 +1,115 @@
+//! A store that tells listeners what was written, after the commit: caches of stored
+//! resources (deployed Bots) stay right whatever route wrote them (REST, transactions, Bots).
+
+use std::sync::{Arc, RwLock};
+
+use fhirop::store::{
+    ReadResult, ResourceStore, SearchQuery, SearchResult, StoreError, StoredResource, Write, WriteResult,
+};
+use futures_util::future::BoxFuture;
+
+/// Called with the tenant and each stored version (deletions included) after a commit.
+pub type WriteListener = Box<dyn Fn(&str, &StoredResource) + Send + Sync>;
+
+/// Forwards to a store and reports committed writes.
+pub struct ObservedStore {
+    inner: Arc<dyn ResourceStore>,
+    listeners: RwLock<Vec<WriteListener>>,
+}
+
+impl std::fmt::Debug for ObservedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedStore").finish_non_exhaustive()
+    }
+}
+
+impl ObservedStore {
+    /// Observes `inner`.
+    pub fn new(inner: Arc<dyn ResourceStore>) -> ObservedStore {
+        ObservedStore {
+            inner,
+            listeners: RwLock::default(),
+        }
+    }
+
+    /// Adds a listener.
+    pub fn listen(&self, listener: WriteListener) {
+        if let Ok(mut listeners) = self.listeners.write() {
+            listeners.push(listener);
+        }
+    }
+}
+
+impl ResourceStore for ObservedStore {
+    fn read<'a>(
+        &'a self,
+        tenant: &'a str,
+        resource_type: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<ReadResult, StoreError>> {
+        self.inner.read(tenant, resource_type, id)
+    }
+
+    fn vread<'a>(
+        &'a self,
+        tenant: &'a str,
+        resource_type: &'a str,
+        id: &'a str,
+        version_id: u64,
+    ) -> BoxFuture<'a, Result<ReadResult, StoreError>> {
+        self.inner.vread(tenant, resource_type, id, version_id)
+    }
+
+    fn history<'a>(
+        &'a self,
+        tenant: &'a str,
+        resource_type: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<StoredResource>, StoreError>> {
+        self.inner.history(tenant, resource_type, id)
+    }
+
+    fn search<'a>(
+        &'a self,
+        tenant: &'a str,
+        query: &'a SearchQuery,
+    ) -> BoxFuture<'a, Result<SearchResult, StoreError>> {
+        self.inner.search(tenant, query)
+    }
+
+    fn referencing<'a>(
+        &'a self,
+        tenant: &'a str,
+        target_type: &'a str,
+        target_id: &'a str,
+        links: &'a [(&'static str, &'static [&'static str])],
+    ) -> BoxFuture<'a, Result<Vec<StoredResource>, StoreError>> {
+        self.inner.referencing(tenant, target_type, target_id, links)
+    }
+
+    fn transaction<'a>(
+        &'a self,
+        tenant: &'a str,
+        writes: Vec<Write>,
+    ) -> BoxFuture<'a, Result<Vec<WriteResult>, StoreError>> {
+        Box::pin(async move {
+            let results = self.inner.transaction(tenant, writes).await?;
+            if let Ok(listeners) = self.listeners.read() {
+                for stored in results.iter().filter_map(|result| result.stored.as_ref()) {
+                    for listener in listeners.iter() {
+                        listener(tenant, stored);
+                    }
+                }
+            }
+            Ok(results)
+        })
+    }
+
+    fn supports_search_param(&self, resource_type: &str, name: &str) -> bool {
+        self.inner.supports_search_param(resource_type, name)
+    }
+
+    fn search_params(&self, resource_type: &str) -> Vec<(&'static str, &'static str)> {
+        self.inner.search_params(resource_type)
+    }
+}
