@@ -101,14 +101,10 @@ impl StoreHost {
             "read" => read(store, tenant, &text(0)?, &text(1)?).await,
             "search" => {
                 let resource_type = text(0)?;
-                let pairs: Vec<(String, String)> = form_urlencoded::parse(text(1)?.as_bytes())
+                let pairs = form_urlencoded::parse(text(1)?.as_bytes())
                     .map(|(name, value)| (name.into_owned(), value.into_owned()))
                     .collect();
-                let asks_total = pairs.iter().any(|(name, _)| name == "_total");
-                let mut query = search_query(&resource_type, pairs, false)?;
-                // Medplum's client gets a total only when it asks for one; counting every match
-                // is most of a search's cost.
-                query.want_total &= asks_total;
+                let query = search_query(&resource_type, pairs, false)?;
                 let result = store.search(tenant, &query).await?;
                 Ok(searchset(base_url, &query, result).to_json())
             }
@@ -140,7 +136,7 @@ impl StoreHost {
                 let mut resource = arg(0);
                 let resource_type = resource_type_of(&resource)?;
                 check_resource(&resource, &resource_type)?;
-                let pairs: Vec<(String, String)> = form_urlencoded::parse(text(1)?.as_bytes())
+                let pairs = form_urlencoded::parse(text(1)?.as_bytes())
                     .map(|(name, value)| (name.into_owned(), value.into_owned()))
                     .collect();
                 let mut query = search_query(&resource_type, pairs, true)?;

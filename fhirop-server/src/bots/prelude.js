@@ -33,6 +33,12 @@ function queryString(query) {
   return pairs.join('&');
 }
 
+// Adds name=value unless the query names it already.
+function withParameter(query, name, value) {
+  if (query.split('&').some((pair) => pair.split('=')[0] === name)) return query;
+  return query + (query ? '&' : '') + name + '=' + value;
+}
+
 function referenceParts(reference) {
   const text = typeof reference === 'string' ? reference : reference && reference.reference;
   const parts = String(text || '').split('/');
@@ -43,11 +49,14 @@ globalThis.medplum = Object.freeze({
   readResource: (resourceType, id) => call('read', [resourceType, id]),
   readReference: (reference) => call('read', referenceParts(reference)),
   search: (resourceType, query) => call('search', [resourceType, queryString(query)]),
+  // These two discard the Bundle, so they spare the server counting every match.
   searchResources: (resourceType, query) =>
-    call('search', [resourceType, queryString(query)]).then((bundle) => (bundle.entry || []).map((entry) => entry.resource)),
+    call('search', [resourceType, withParameter(queryString(query), '_total', 'none')]).then((bundle) =>
+      (bundle.entry || []).map((entry) => entry.resource)
+    ),
   searchOne: (resourceType, query) =>
-    call('search', [resourceType, queryString(query) + (queryString(query) ? '&' : '') + '_count=1']).then((bundle) =>
-      bundle.entry && bundle.entry.length > 0 ? bundle.entry[0].resource : undefined
+    call('search', [resourceType, withParameter(withParameter(queryString(query), '_total', 'none'), '_count', '1')]).then(
+      (bundle) => (bundle.entry && bundle.entry.length > 0 ? bundle.entry[0].resource : undefined)
     ),
   createResource: (resource) => call('create', [resource]),
   updateResource: (resource) => call('update', [resource]),
