@@ -145,10 +145,28 @@ impl FhirServer {
                     .guard(guard::Get())
                     .to(definition_route),
             )
-            .service(web::resource(r"/{op:\$[^/]+}").to(operation_route))
-            .service(web::resource(r"/{type}/{op:\$[^/]+}").to(operation_route))
-            .service(web::resource(r"/{type}/{id}/{op:\$[^/]+}").to(operation_route))
-            .service(web::resource(r"/{type}/{id}/_history/{vid}/{op:\$[^/]+}").to(operation_route));
+            // Plain segments and a guard on the last one: a regex segment would run a regex
+            // engine on every request, and this is the hot path.
+            .service(
+                web::resource("/{op}")
+                    .guard(guard::fn_guard(is_operation_path))
+                    .to(operation_route),
+            )
+            .service(
+                web::resource("/{type}/{op}")
+                    .guard(guard::fn_guard(is_operation_path))
+                    .to(operation_route),
+            )
+            .service(
+                web::resource("/{type}/{id}/{op}")
+                    .guard(guard::fn_guard(is_operation_path))
+                    .to(operation_route),
+            )
+            .service(
+                web::resource("/{type}/{id}/_history/{vid}/{op}")
+                    .guard(guard::fn_guard(is_operation_path))
+                    .to(operation_route),
+            );
         routes(scope)
             .service(web::resource("/OperationDefinition").to(get_only_route))
             .service(web::resource("/OperationDefinition/{id}").to(get_only_route))
@@ -297,6 +315,17 @@ async fn definition_route(request: HttpRequest, state: web::Data<ServerState>) -
     }
 }
 
+/// Whether the last path segment names an operation (`$code`).
+fn is_operation_path(context: &guard::GuardContext<'_>) -> bool {
+    context
+        .head()
+        .uri
+        .path()
+        .rsplit('/')
+        .next()
+        .is_some_and(|segment| segment.starts_with('$') || segment.starts_with("%24"))
+}
+
 async fn get_only_route(request: HttpRequest) -> HttpResponse {
     negotiate(&request)
         .unwrap_or_default()
@@ -339,7 +368,13 @@ async fn operation_route(request: HttpRequest, payload: web::Payload, state: web
 /// Reads the target of an operation call from the matched path.
 fn target(request: &HttpRequest, state: &ServerState) -> Result<(Target, String), OperationError> {
     let info = request.match_info();
-    let code = info.get("op").unwrap_or_default().trim_start_matches('$').to_owned();
+    let op = info.get("op").unwrap_or_default();
+    // Some clients percent-encode the `$`.
+    let code = op
+        .strip_prefix('$')
+        .or_else(|| op.strip_prefix("%24"))
+        .unwrap_or(op)
+        .to_owned();
     let resource_type = info.get("type").map(str::to_owned);
     let id = info.get("id").map(str::to_owned);
     let version_id = info.get("vid").map(str::to_owned);
