@@ -343,7 +343,7 @@ fn seed_walkthrough_with_curl() {
         "-H",
         "Content-Type: application/fhir+json",
         "-H",
-        "Authorization: Bearer test-access-token",
+        "Authorization: Bearer test-admin-token",
     ];
     let post = |url: String, body: String| -> (u16, Value) {
         let mut args: Vec<&str> = vec!["-X", "POST", &url];
@@ -920,7 +920,7 @@ fn secret_bot(server: &TestServer, code: &str) -> String {
 
 /// The headers every event test sends besides the content type.
 const CLIENT_HEADERS: [(&str, &str); 3] = [
-    ("Authorization", "Bearer secret-token"),
+    ("Authorization", "Bearer test-admin-token"),
     ("Cookie", "session=abc"),
     ("X-Custom", "custom-value"),
 ];

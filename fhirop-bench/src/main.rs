@@ -136,7 +136,11 @@ fn call(method: &str, url: &str, body: Option<&str>) -> Result<(u16, String), Er
     let request = ureq::http::Request::builder()
         .method(method)
         .uri(url)
-        .header("Content-Type", "application/fhir+json");
+        .header("Content-Type", "application/fhir+json")
+        .header(
+            "Authorization",
+            format!("Bearer {}", fhirop_server::config::TEST_ADMIN_TOKEN),
+        );
     let mut response = match body {
         Some(body) => agent().run(request.body(body.as_bytes().to_vec())?)?,
         None => agent().run(request.body(())?)?,
@@ -378,7 +382,8 @@ fn wrk(cli: &Cli, duration: &str, url: &str, method: &str, body: Option<&str>) -
     std::fs::write(
         &script,
         format!(
-            "wrk.method = \"{method}\"\nwrk.body = {lua_body}\nwrk.headers[\"Content-Type\"] = \"application/fhir+json\"\n"
+            "wrk.method = \"{method}\"\nwrk.body = {lua_body}\nwrk.headers[\"Content-Type\"] = \"application/fhir+json\"\nwrk.headers[\"Authorization\"] = \"Bearer {}\"\n",
+            fhirop_server::config::TEST_ADMIN_TOKEN
         ),
     )?;
     let output = pinned(1, "wrk")

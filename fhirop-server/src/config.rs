@@ -33,6 +33,10 @@ pub struct Config {
     #[arg(long, env = "FHIROP_MEMORY")]
     pub memory: bool,
 
+    /// The admin token (default: generated on first start into `<data-dir>/admin-token`).
+    #[arg(long, env = "FHIROP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Threads that run Bots (default: one per CPU core).
     #[arg(long, env = "FHIROP_BOT_WORKERS")]
     pub bot_workers: Option<usize>,
@@ -59,6 +63,9 @@ pub struct Config {
     pub workers: Option<usize>,
 }
 
+/// The admin token of [`Config::for_tests`].
+pub const TEST_ADMIN_TOKEN: &str = "test-admin-token";
+
 impl Config {
     /// A configuration for tests: a free loopback port and the defaults otherwise.
     pub fn for_tests() -> Config {
@@ -68,6 +75,7 @@ impl Config {
             body_limit: fhirop::server::DEFAULT_BODY_LIMIT,
             data_dir: std::path::PathBuf::from("./data"),
             memory: true,
+            admin_token: Some(TEST_ADMIN_TOKEN.to_owned()),
             bot_workers: Some(2),
             bot_queue: 256,
             bot_timeout: 10,

@@ -3,6 +3,7 @@
 //! together, so tests and `main` start the same server.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+pub mod auth;
 pub mod bots;
 pub mod config;
 pub mod everything;
@@ -125,6 +126,8 @@ pub struct Running {
     pub base_url: String,
     /// The actix server: await it to run, or use its handle to stop it.
     pub server: Server,
+    /// The admin token and where it came from.
+    pub admin_token: (String, auth::AdminTokenOrigin),
 }
 
 impl std::fmt::Debug for Running {
@@ -139,6 +142,8 @@ impl std::fmt::Debug for Running {
 /// accepts connections as soon as this returns.
 pub async fn start(config: &Config) -> std::io::Result<Running> {
     bots::host::start_store_runtime()?;
+    let admin_token = auth::admin_token(config.admin_token.as_deref(), &config.data_dir)?;
+    let authenticator = actix_web::web::Data::new(auth::Authenticator::new(admin_token.0.clone(), &config.base_path));
     let observed = open_store(config).await?;
     let store = StoreHandle(observed.clone());
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -168,6 +173,8 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let mut http = HttpServer::new(move || {
         App::new()
+            .app_data(authenticator.clone())
+            .wrap(actix_web::middleware::from_fn(auth::authenticate))
             .app_data(store.clone())
             .app_data(bots.clone())
             .service(fhir.scope_with(rest::routes))
@@ -181,5 +188,6 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
         addr,
         base_url: format!("http://{addr}{}", config.base_path.trim_end_matches('/')),
         server: http.run(),
+        admin_token,
     })
 }

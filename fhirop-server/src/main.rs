@@ -1,4 +1,5 @@
 use clap::Parser;
+use fhirop_server::auth::AdminTokenOrigin;
 use fhirop_server::{Config, start};
 
 #[actix_web::main]
@@ -12,6 +13,17 @@ async fn main() -> std::io::Result<()> {
         .init();
     let running = start(&config).await?;
     println!("fhirop listening on {}", running.base_url);
-    println!("try: curl {}/metadata", running.base_url);
+    let (token, origin) = &running.admin_token;
+    match origin {
+        AdminTokenOrigin::Configured => println!("admin token: from FHIROP_ADMIN_TOKEN"),
+        AdminTokenOrigin::Generated(path) => {
+            println!("admin token (shown this once; kept in {}): {token}", path.display());
+            println!(
+                "try: curl -H 'Authorization: Bearer {token}' '{}/$healthcheck'",
+                running.base_url
+            );
+        }
+        AdminTokenOrigin::Stored(path) => println!("admin token: in {}", path.display()),
+    }
     running.server.await
 }

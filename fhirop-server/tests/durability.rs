@@ -12,6 +12,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The admin token the server under test is started with.
+const ADMIN_TOKEN: &str = "durability-admin-token";
+
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
@@ -54,6 +57,7 @@ fn request(
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut head =
         format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/fhir+json\r\n");
+    head.push_str(&format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"));
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -160,6 +164,7 @@ impl Server {
         ] {
             command.env_remove(variable);
         }
+        command.env("FHIROP_ADMIN_TOKEN", ADMIN_TOKEN);
         let mut child = command.spawn().expect("the fhirop-server binary starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout);

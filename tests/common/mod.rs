@@ -149,8 +149,25 @@ impl Reply {
     }
 }
 
-/// Sends any request; a 4xx or 5xx is a reply, not an error.
+/// The admin token of the example server in tests.
+pub const ADMIN_TOKEN: &str = fhirop_server::config::TEST_ADMIN_TOKEN;
+
+/// Sends any request as the admin (unless `headers` has its own Authorization); a 4xx or 5xx
+/// is a reply, not an error.
 pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let mut with_auth: Vec<(&str, &str)> = headers.to_vec();
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+    {
+        with_auth.push(("Authorization", &admin));
+    }
+    send_unauthenticated(method, url, &with_auth, body)
+}
+
+/// Sends a request with exactly `headers` (no credentials added).
+pub fn send_unauthenticated(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let mut request = ureq::http::Request::builder().method(method).uri(url);
     for (name, value) in headers {

@@ -1,0 +1,211 @@
+//! Authentication: every request but `GET [base]/metadata` carries `Authorization: Bearer
+//! <token>`. The admin token (from `FHIROP_ADMIN_TOKEN`, or generated on first start into
+//! `<data-dir>/admin-token`) acts as an administrator of the built-in default project.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
+use fhirop::context::{Caller, DEFAULT_TENANT, Tenant};
+use fhirop::format::{ResponseFormat, negotiate};
+use fhirop::outcome::{IssueType, OperationError};
+
+/// The file the generated admin token is kept in, inside the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// The reference the admin token acts as.
+pub const ADMIN_CALLER: &str = "ClientApplication/admin";
+
+/// Where the admin token came from (what start-up tells the operator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminTokenOrigin {
+    /// `FHIROP_ADMIN_TOKEN` / `--admin-token`.
+    Configured,
+    /// Generated now and written to this file: the one time it is shown.
+    Generated(PathBuf),
+    /// Read from this file, written by an earlier start.
+    Stored(PathBuf),
+}
+
+/// The admin token: configured, else the data directory's file, else a new one written there
+/// (mode 0600).
+pub fn admin_token(configured: Option<&str>, data_dir: &Path) -> std::io::Result<(String, AdminTokenOrigin)> {
+    if let Some(token) = configured.filter(|token| !token.trim().is_empty()) {
+        return Ok((token.trim().to_owned(), AdminTokenOrigin::Configured));
+    }
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok((token.trim().to_owned(), AdminTokenOrigin::Stored(path))),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    // Two v4 UUIDs: 244 bits from the operating system's random source.
+    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path)?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    Ok((token, AdminTokenOrigin::Generated(path)))
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    let difference = given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |difference, (a, b)| difference | (a ^ b));
+    std::hint::black_box(difference) == 0
+}
+
+/// What the authentication middleware checks tokens against.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    admin_token: String,
+    metadata_path: String,
+}
+
+impl Authenticator {
+    /// Tokens are checked against `admin_token`; `GET {base_path}/metadata` is open.
+    pub fn new(admin_token: String, base_path: &str) -> Authenticator {
+        Authenticator {
+            admin_token,
+            metadata_path: format!("{}/metadata", base_path.trim_end_matches('/')),
+        }
+    }
+
+    fn is_open(&self, request: &ServiceRequest) -> bool {
+        request.method() == actix_web::http::Method::GET && request.path() == self.metadata_path
+    }
+
+    /// The caller a bearer token stands for.
+    fn caller(&self, authorization: Option<&str>) -> Result<(Tenant, Caller), OperationError> {
+        let Some(authorization) = authorization else {
+            return Err(unauthorized("this request needs Authorization: Bearer <token>", None));
+        };
+        let token = authorization
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or_else(|| unauthorized("the Authorization header must use the Bearer scheme", None))?;
+        if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
+            return Ok((
+                Tenant(DEFAULT_TENANT.to_owned()),
+                Caller {
+                    reference: ADMIN_CALLER.to_owned(),
+                },
+            ));
+        }
+        Err(unauthorized("the bearer token is not valid", Some("invalid_token")))
+    }
+}
+
+fn unauthorized(message: &str, error: Option<&str>) -> OperationError {
+    let challenge = match error {
+        Some(error) => format!("Bearer realm=\"fhirop\", error=\"{error}\""),
+        None => "Bearer realm=\"fhirop\"".to_owned(),
+    };
+    OperationError::new(StatusCode::UNAUTHORIZED, IssueType::Login, message).with_header("WWW-Authenticate", challenge)
+}
+
+/// The middleware: resolves the caller and its tenant into the request's extensions, or
+/// answers 401 with an OperationOutcome.
+pub async fn authenticate(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let authenticator = request.app_data::<web::Data<Authenticator>>().cloned();
+    let Some(authenticator) = authenticator else {
+        return Ok(next.call(request).await?.map_into_left_body());
+    };
+    if authenticator.is_open(&request) {
+        return Ok(next.call(request).await?.map_into_left_body());
+    }
+    let authorization = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    match authenticator.caller(authorization) {
+        Ok((tenant, caller)) => {
+            request.extensions_mut().insert(tenant);
+            request.extensions_mut().insert(caller);
+            Ok(next.call(request).await?.map_into_left_body())
+        }
+        Err(error) => {
+            let format = negotiate(request.request()).unwrap_or_default();
+            let response = ResponseFormat::respond_error(format, &error);
+            Ok(request.into_response(response).map_into_right_body())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison_is_equality() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secrets"));
+    }
+
+    #[test]
+    fn the_admin_token_is_generated_once_with_mode_0600() {
+        let dir = std::env::temp_dir().join(format!("fhirop-auth-{}", uuid::Uuid::new_v4()));
+        let (token, origin) = admin_token(None, &dir).unwrap();
+        assert_eq!(origin, AdminTokenOrigin::Generated(dir.join(ADMIN_TOKEN_FILE)));
+        assert_eq!(token.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(ADMIN_TOKEN_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (again, origin) = admin_token(None, &dir).unwrap();
+        assert_eq!(
+            (again, origin),
+            (token, AdminTokenOrigin::Stored(dir.join(ADMIN_TOKEN_FILE)))
+        );
+        assert_eq!(
+            admin_token(Some("configured"), &dir).unwrap(),
+            ("configured".to_owned(), AdminTokenOrigin::Configured)
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn only_the_bearer_admin_token_passes() {
+        let authenticator = Authenticator::new("right".into(), "/fhir/R4");
+        assert!(authenticator.caller(Some("Bearer right")).is_ok());
+        assert!(authenticator.caller(Some("bearer right")).is_ok());
+        for bad in [
+            None,
+            Some("Bearer wrong"),
+            Some("Basic right"),
+            Some("right"),
+            Some("Bearer "),
+        ] {
+            let error = authenticator.caller(bad).unwrap_err();
+            assert_eq!(error.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(error.outcome.issues[0].code, IssueType::Login);
+        }
+    }
+}
