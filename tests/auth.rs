@@ -77,3 +77,23 @@ fn the_admin_token_reaches_everything_in_the_default_project() {
     assert_eq!(lower_case_scheme.status, 200);
     assert_eq!(patient_count(&server), 1);
 }
+
+#[test]
+fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let mut config = fhirop_server::Config::for_tests();
+    config.rate_limit = 1;
+    let server = TestServer::example_with(config);
+    let replies: Vec<_> = (0..4).map(|_| server.get("/$healthcheck")).collect();
+    let throttled = replies
+        .iter()
+        .find(|reply| reply.status == 429)
+        .expect("a burst of one request per second admits at most two of four immediate requests");
+    assert_eq!(throttled.header("retry-after"), Some("1"));
+    assert_eq!(throttled.issue_codes(), ["throttled"]);
+    assert_eq!(replies[0].status, 200);
+    // The open endpoint is not counted.
+    assert_eq!(
+        send_unauthenticated("GET", &server.url("/metadata"), &[], None).status,
+        200
+    );
+}

@@ -14,6 +14,8 @@ use fhirop::context::{Caller, DEFAULT_TENANT, Tenant};
 use fhirop::format::{ResponseFormat, negotiate};
 use fhirop::outcome::{IssueType, OperationError};
 
+use crate::limits::RateLimiter;
+
 /// The file the generated admin token is kept in, inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 
@@ -73,18 +75,29 @@ pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
 }
 
 /// What the authentication middleware checks tokens against.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Authenticator {
     admin_token: String,
     metadata_path: String,
+    rate_limiter: Option<RateLimiter>,
 }
 
 impl Authenticator {
-    /// Tokens are checked against `admin_token`; `GET {base_path}/metadata` is open.
-    pub fn new(admin_token: String, base_path: &str) -> Authenticator {
+    /// Tokens are checked against `admin_token`; `GET {base_path}/metadata` is open; every
+    /// client's rate is held to `rate_limiter`'s.
+    pub fn new(admin_token: String, base_path: &str, rate_limiter: Option<RateLimiter>) -> Authenticator {
         Authenticator {
             admin_token,
             metadata_path: format!("{}/metadata", base_path.trim_end_matches('/')),
+            rate_limiter,
+        }
+    }
+
+    /// Counts a request against `client`'s rate.
+    fn admit(&self, client: &str) -> Result<(), OperationError> {
+        match &self.rate_limiter {
+            Some(limiter) => limiter.check(client),
+            None => Ok(()),
         }
     }
 
@@ -139,7 +152,23 @@ pub async fn authenticate(
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    match authenticator.caller(authorization) {
+    // Failed attempts count against the address they come from, so guessing tokens is held
+    // to the same rate as using one.
+    let peer = request
+        .peer_addr()
+        .map(|addr| addr.ip().to_string())
+        .unwrap_or_default();
+    let admitted = authenticator
+        .caller(authorization)
+        .and_then(|(tenant, caller)| {
+            authenticator.admit(&caller.reference)?;
+            Ok((tenant, caller))
+        })
+        .map_err(|error| match authenticator.admit(&format!("address {peer}")) {
+            Err(throttled) if error.status == StatusCode::UNAUTHORIZED => throttled,
+            _ => error,
+        });
+    match admitted {
         Ok((tenant, caller)) => {
             request.extensions_mut().insert(tenant);
             request.extensions_mut().insert(caller);
@@ -193,7 +222,7 @@ mod tests {
 
     #[test]
     fn only_the_bearer_admin_token_passes() {
-        let authenticator = Authenticator::new("right".into(), "/fhir/R4");
+        let authenticator = Authenticator::new("right".into(), "/fhir/R4", None);
         assert!(authenticator.caller(Some("Bearer right")).is_ok());
         assert!(authenticator.caller(Some("bearer right")).is_ok());
         for bad in [

@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "FHIROP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// Requests per second per client (a burst of one second's worth); beyond → 429 with
+    /// Retry-After. 0 turns the limit off.
+    #[arg(long, env = "FHIROP_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+
     /// Threads that run Bots (default: one per CPU core).
     #[arg(long, env = "FHIROP_BOT_WORKERS")]
     pub bot_workers: Option<usize>,
@@ -76,6 +81,7 @@ impl Config {
             data_dir: std::path::PathBuf::from("./data"),
             memory: true,
             admin_token: Some(TEST_ADMIN_TOKEN.to_owned()),
+            rate_limit: 1000,
             bot_workers: Some(2),
             bot_queue: 256,
             bot_timeout: 10,

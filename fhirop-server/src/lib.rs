@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bots;
 pub mod config;
 pub mod everything;
+pub mod limits;
 pub mod operations;
 pub mod rest;
 pub mod store;
@@ -143,7 +144,11 @@ impl std::fmt::Debug for Running {
 pub async fn start(config: &Config) -> std::io::Result<Running> {
     bots::host::start_store_runtime()?;
     let admin_token = auth::admin_token(config.admin_token.as_deref(), &config.data_dir)?;
-    let authenticator = actix_web::web::Data::new(auth::Authenticator::new(admin_token.0.clone(), &config.base_path));
+    let authenticator = actix_web::web::Data::new(auth::Authenticator::new(
+        admin_token.0.clone(),
+        &config.base_path,
+        limits::RateLimiter::new(config.rate_limit),
+    ));
     let observed = open_store(config).await?;
     let store = StoreHandle(observed.clone());
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
