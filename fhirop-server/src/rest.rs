@@ -418,6 +418,13 @@ const CONTROL_PARAMETERS: [&str; 9] = [
     "_getpagesoffset",
 ];
 
+/// The decoded `(name, value)` pairs of a query string or form body.
+pub fn query_pairs(query: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(query)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect()
+}
+
 /// Builds a search from `(name, value)` pairs and the `Prefer` header.
 pub fn search_query(
     resource_type: &str,
@@ -522,12 +529,10 @@ pub fn searchset(base_url: &str, query: &SearchQuery, result: fhirop::store::Sea
 async fn search_route(request: HttpRequest, payload: web::Payload, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
         let resource_type = resource_type_in_url(&request)?;
-        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(request.query_string().as_bytes())
-            .map(|(name, value)| (name.into_owned(), value.into_owned()))
-            .collect();
+        let mut pairs = query_pairs(request.query_string().as_bytes());
         if request.method() == actix_web::http::Method::POST {
             let body = read_body(&request, payload, state.body_limit()).await?;
-            pairs.extend(form_urlencoded::parse(&body).map(|(name, value)| (name.into_owned(), value.into_owned())));
+            pairs.extend(query_pairs(&body));
         }
         let query = search_query(&resource_type, pairs, prefers_strict(&request))?;
         let result = rest.store.search(&rest.tenant, &query).await?;

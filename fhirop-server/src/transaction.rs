@@ -10,7 +10,7 @@ use fhirop::store::{ReadResult, StoreHandle, StoredResource, Write, WriteResult}
 use fhirop::types::lexical::is_id;
 use serde_json::{Value, json};
 
-use crate::rest::{check_resource, search_query};
+use crate::rest::{check_resource, query_pairs, search_query};
 
 /// What one entry will do.
 enum Plan {
@@ -26,9 +26,7 @@ enum Plan {
 /// (percent-encoded or not, in another order) are one key.
 fn conditional_key(conditional: &str) -> String {
     let (resource_type, query) = conditional.split_once('?').unwrap_or((conditional, ""));
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect();
+    let mut pairs: Vec<(String, String)> = query_pairs(query.as_bytes());
     pairs.sort();
     let query: Vec<String> = pairs
         .into_iter()
@@ -50,9 +48,7 @@ async fn search_ids(
     let (resource_type, query) = conditional
         .split_once('?')
         .ok_or_else(|| OperationError::invalid(format!("'{conditional}' is not a conditional URL (Type?query)")))?;
-    let pairs = form_urlencoded::parse(query.as_bytes())
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect();
+    let pairs = query_pairs(query.as_bytes());
     let mut search = search_query(resource_type, pairs, true)?;
     if search.params.is_empty() {
         return Err(OperationError::invalid(format!(

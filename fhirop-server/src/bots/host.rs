@@ -10,7 +10,7 @@ use fhirop::store::{ReadResult, StoreHandle, Write};
 use serde_json::Value;
 
 use super::sandbox::Host;
-use crate::rest::{check_resource, search_query, searchset};
+use crate::rest::{check_resource, query_pairs, search_query, searchset};
 use crate::transaction::process_bundle;
 
 /// The runtime that runs store calls from threads outside the HTTP workers (Bot workers, the
@@ -101,24 +101,20 @@ impl StoreHost {
             "read" => read(store, tenant, &text(0)?, &text(1)?).await,
             "search" => {
                 let resource_type = text(0)?;
-                let pairs = form_urlencoded::parse(text(1)?.as_bytes())
-                    .map(|(name, value)| (name.into_owned(), value.into_owned()))
-                    .collect();
+                let pairs = query_pairs(text(1)?.as_bytes());
                 let query = search_query(&resource_type, pairs, false)?;
                 let result = store.search(tenant, &query).await?;
                 Ok(searchset(base_url, &query, result).to_json())
             }
             "create" => {
                 let mut resource = arg(0);
-                let resource_type = resource_type_of(&resource)?;
-                check_resource(&resource, &resource_type)?;
+                checked_type(&resource)?;
                 resource["id"] = Value::String(uuid::Uuid::new_v4().to_string());
                 write_one(store, tenant, Write::Create { resource }).await
             }
             "update" => {
                 let resource = arg(0);
-                let resource_type = resource_type_of(&resource)?;
-                check_resource(&resource, &resource_type)?;
+                checked_type(&resource)?;
                 if resource.get("id").and_then(Value::as_str).is_none() {
                     return Err(OperationError::invalid("updateResource needs a resource with an id"));
                 }
@@ -134,11 +130,8 @@ impl StoreHost {
             }
             "upsert" => {
                 let mut resource = arg(0);
-                let resource_type = resource_type_of(&resource)?;
-                check_resource(&resource, &resource_type)?;
-                let pairs = form_urlencoded::parse(text(1)?.as_bytes())
-                    .map(|(name, value)| (name.into_owned(), value.into_owned()))
-                    .collect();
+                let resource_type = checked_type(&resource)?;
+                let pairs = query_pairs(text(1)?.as_bytes());
                 let mut query = search_query(&resource_type, pairs, true)?;
                 query.count = 2;
                 let found = store.search(tenant, &query).await?.resources;
@@ -199,12 +192,15 @@ impl StoreHost {
     }
 }
 
-fn resource_type_of(resource: &Value) -> Result<String, OperationError> {
-    resource
+/// The type of a resource a Bot wants stored, once it passes the input rules REST applies.
+fn checked_type(resource: &Value) -> Result<String, OperationError> {
+    let resource_type = resource
         .get("resourceType")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| OperationError::invalid("the resource has no resourceType"))
+        .ok_or_else(|| OperationError::invalid("the resource has no resourceType"))?;
+    check_resource(resource, &resource_type)?;
+    Ok(resource_type)
 }
 
 async fn read(store: &StoreHandle, tenant: &str, resource_type: &str, id: &str) -> Result<Value, OperationError> {
