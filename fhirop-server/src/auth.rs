@@ -14,7 +14,11 @@ use fhirop::context::{Caller, DEFAULT_TENANT, Tenant};
 use fhirop::format::{ResponseFormat, negotiate};
 use fhirop::outcome::{IssueType, OperationError};
 
+use fhirop::store::{ReadResult, StoreHandle};
+
 use crate::limits::RateLimiter;
+use crate::projects::SYSTEM_TENANT;
+use crate::tokens::TokenSigner;
 
 /// The file the generated admin token is kept in, inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -79,17 +83,31 @@ pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
 pub struct Authenticator {
     admin_token: String,
     metadata_path: String,
+    smart_configuration_path: String,
     rate_limiter: Option<RateLimiter>,
+    signer: TokenSigner,
+    store: StoreHandle,
 }
 
 impl Authenticator {
-    /// Tokens are checked against `admin_token`; `GET {base_path}/metadata` is open; every
-    /// client's rate is held to `rate_limiter`'s.
-    pub fn new(admin_token: String, base_path: &str, rate_limiter: Option<RateLimiter>) -> Authenticator {
+    /// Tokens are the admin token or ones `signer` signed for clients that still exist in
+    /// `store`; `GET {base_path}/metadata`, the SMART configuration and the token endpoint are
+    /// open; every client's rate is held to `rate_limiter`'s.
+    pub fn new(
+        admin_token: String,
+        base_path: &str,
+        rate_limiter: Option<RateLimiter>,
+        signer: TokenSigner,
+        store: StoreHandle,
+    ) -> Authenticator {
+        let base_path = base_path.trim_end_matches('/');
         Authenticator {
             admin_token,
-            metadata_path: format!("{}/metadata", base_path.trim_end_matches('/')),
+            metadata_path: format!("{base_path}/metadata"),
+            smart_configuration_path: format!("{base_path}/.well-known/smart-configuration"),
             rate_limiter,
+            signer,
+            store,
         }
     }
 
@@ -102,19 +120,20 @@ impl Authenticator {
     }
 
     fn is_open(&self, request: &ServiceRequest) -> bool {
-        request.method() == actix_web::http::Method::GET && request.path() == self.metadata_path
+        let path = request.path();
+        match *request.method() {
+            actix_web::http::Method::GET => path == self.metadata_path || path == self.smart_configuration_path,
+            // The token endpoint authenticates its clients itself.
+            actix_web::http::Method::POST => path == "/oauth2/token",
+            _ => false,
+        }
     }
 
-    /// The caller a bearer token stands for.
-    fn caller(&self, authorization: Option<&str>) -> Result<(Tenant, Caller), OperationError> {
-        let Some(authorization) = authorization else {
-            return Err(unauthorized("this request needs Authorization: Bearer <token>", None));
-        };
-        let token = authorization
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or_else(|| unauthorized("the Authorization header must use the Bearer scheme", None))?;
+    /// The caller a bearer token stands for: the admin, or a client whose signed token has
+    /// not expired and whose ClientApplication and membership still exist (deleting either
+    /// revokes its tokens at once).
+    async fn caller(&self, authorization: Option<&str>) -> Result<(Tenant, Caller), OperationError> {
+        let token = bearer_token(authorization)?;
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
             return Ok((
                 Tenant(DEFAULT_TENANT.to_owned()),
@@ -123,8 +142,36 @@ impl Authenticator {
                 },
             ));
         }
-        Err(unauthorized("the bearer token is not valid", Some("invalid_token")))
+        let invalid = || unauthorized("the bearer token is not valid", Some("invalid_token"));
+        let claims = self.signer.verify(token).ok_or_else(invalid)?;
+        let client_id = claims.subject.strip_prefix("ClientApplication/").ok_or_else(invalid)?;
+        let client = self.store.read(SYSTEM_TENANT, "ClientApplication", client_id).await?;
+        let membership = self
+            .store
+            .read(&claims.project, "ProjectMembership", &claims.membership)
+            .await?;
+        match (client, membership) {
+            (ReadResult::Found(_), ReadResult::Found(_)) => Ok((
+                Tenant(claims.project),
+                Caller {
+                    reference: claims.subject,
+                },
+            )),
+            _ => Err(invalid()),
+        }
     }
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer_token(authorization: Option<&str>) -> Result<&str, OperationError> {
+    let Some(authorization) = authorization else {
+        return Err(unauthorized("this request needs Authorization: Bearer <token>", None));
+    };
+    authorization
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or_else(|| unauthorized("the Authorization header must use the Bearer scheme", None))
 }
 
 fn unauthorized(message: &str, error: Option<&str>) -> OperationError {
@@ -160,6 +207,7 @@ pub async fn authenticate(
         .unwrap_or_default();
     let admitted = authenticator
         .caller(authorization)
+        .await
         .and_then(|(tenant, caller)| {
             authenticator.admit(&caller.reference)?;
             Ok((tenant, caller))
@@ -221,18 +269,11 @@ mod tests {
     }
 
     #[test]
-    fn only_the_bearer_admin_token_passes() {
-        let authenticator = Authenticator::new("right".into(), "/fhir/R4", None);
-        assert!(authenticator.caller(Some("Bearer right")).is_ok());
-        assert!(authenticator.caller(Some("bearer right")).is_ok());
-        for bad in [
-            None,
-            Some("Bearer wrong"),
-            Some("Basic right"),
-            Some("right"),
-            Some("Bearer "),
-        ] {
-            let error = authenticator.caller(bad).unwrap_err();
+    fn only_bearer_tokens_are_read() {
+        assert_eq!(bearer_token(Some("Bearer right")).unwrap(), "right");
+        assert_eq!(bearer_token(Some("bearer right")).unwrap(), "right");
+        for bad in [None, Some("Basic right"), Some("right"), Some("Bearer")] {
+            let error = bearer_token(bad).unwrap_err();
             assert_eq!(error.status, StatusCode::UNAUTHORIZED);
             assert_eq!(error.outcome.issues[0].code, IssueType::Login);
         }

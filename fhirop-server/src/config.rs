@@ -42,6 +42,10 @@ pub struct Config {
     #[arg(long, env = "FHIROP_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
 
+    /// How long an access token from /oauth2/token lives, in seconds.
+    #[arg(long, env = "FHIROP_TOKEN_TTL", default_value_t = 3600)]
+    pub token_ttl: u64,
+
     /// Threads that run Bots (default: one per CPU core).
     #[arg(long, env = "FHIROP_BOT_WORKERS")]
     pub bot_workers: Option<usize>,
@@ -82,6 +86,7 @@ impl Config {
             memory: true,
             admin_token: Some(TEST_ADMIN_TOKEN.to_owned()),
             rate_limit: 1000,
+            token_ttl: 3600,
             bot_workers: Some(2),
             bot_queue: 256,
             bot_timeout: 10,

@@ -9,8 +9,10 @@ pub mod config;
 pub mod everything;
 pub mod limits;
 pub mod operations;
+pub mod projects;
 pub mod rest;
 pub mod store;
+pub mod tokens;
 pub mod transaction;
 
 use std::net::TcpListener;
@@ -30,8 +32,14 @@ use serde_json::{Value, json};
 
 pub use config::Config;
 
-/// The resource types this server defines beyond R4's.
-pub const SERVER_RESOURCE_TYPES: [&str; 1] = ["Bot"];
+/// The resource types this server defines beyond R4's (Medplum's shapes).
+pub const SERVER_RESOURCE_TYPES: [&str; 5] = [
+    "AccessPolicy",
+    "Bot",
+    "ClientApplication",
+    "Project",
+    "ProjectMembership",
+];
 
 /// Whether `name` is an R4 resource type or one of [`SERVER_RESOURCE_TYPES`].
 pub fn is_known_resource_type(name: &str) -> bool {
@@ -144,11 +152,12 @@ impl std::fmt::Debug for Running {
 pub async fn start(config: &Config) -> std::io::Result<Running> {
     bots::host::start_store_runtime()?;
     let admin_token = auth::admin_token(config.admin_token.as_deref(), &config.data_dir)?;
-    let authenticator = actix_web::web::Data::new(auth::Authenticator::new(
-        admin_token.0.clone(),
-        &config.base_path,
-        limits::RateLimiter::new(config.rate_limit),
-    ));
+    // In memory nothing survives a restart, tokens included.
+    let signer = if config.memory {
+        tokens::TokenSigner::ephemeral()
+    } else {
+        tokens::TokenSigner::open(&config.data_dir)?
+    };
     let observed = open_store(config).await?;
     let store = StoreHandle(observed.clone());
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -168,6 +177,18 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
         }
     }));
     let fhir = build(config, &store, &bots).map_err(std::io::Error::other)?;
+    let authenticator = actix_web::web::Data::new(auth::Authenticator::new(
+        admin_token.0.clone(),
+        &config.base_path,
+        limits::RateLimiter::new(config.rate_limit),
+        signer.clone(),
+        store.clone(),
+    ));
+    let projects = actix_web::web::Data::new(projects::Projects {
+        store: store.clone(),
+        signer,
+        token_ttl: config.token_ttl,
+    });
     bots.attach(fhir.registry().clone());
     let loaded = bots
         .load_definitions(fhirop::context::DEFAULT_TENANT)
@@ -182,7 +203,16 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
             .app_data(store.clone())
             .app_data(bots.clone())
-            .service(fhir.scope_with(rest::routes))
+            .app_data(projects.clone())
+            .configure(projects::routes)
+            .service(fhir.scope_with(|scope| {
+                rest::routes(
+                    scope.service(
+                        actix_web::web::resource("/.well-known/smart-configuration")
+                            .route(actix_web::web::get().to(projects::smart_configuration)),
+                    ),
+                )
+            }))
     })
     .shutdown_timeout(5)
     .listen(listener)?;
