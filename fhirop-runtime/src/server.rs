@@ -36,7 +36,24 @@ pub struct ServerState {
     body_limit: usize,
     info: ServerInfo,
     extra_resource_types: Vec<String>,
+    authorizer: AuthorizerSlot,
 }
+
+/// The server's authorizer, if it has one.
+#[derive(Default)]
+struct AuthorizerSlot(Option<Authorizer>);
+
+impl std::fmt::Debug for AuthorizerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(Authorizer)" } else { "None" })
+    }
+}
+
+/// Decides whether the caller of a request may invoke an operation at its target (the
+/// server's access policies); runs after routing and before binding.
+pub type Authorizer = std::sync::Arc<
+    dyn Fn(&HttpRequest, &crate::definition::OperationDefinition, &Target) -> Result<(), OperationError> + Send + Sync,
+>;
 
 impl ServerState {
     /// The operation registry.
@@ -106,6 +123,7 @@ impl FhirServer {
                 body_limit: DEFAULT_BODY_LIMIT,
                 info: ServerInfo::default(),
                 extra_resource_types: Vec::new(),
+                authorizer: AuthorizerSlot::default(),
             },
             pending: Vec::new(),
         }
@@ -196,6 +214,12 @@ impl FhirServerBuilder {
     /// What the CapabilityStatement says about the software.
     pub fn server_info(mut self, info: ServerInfo) -> Self {
         self.state.info = info;
+        self
+    }
+
+    /// Decides who may invoke which operation (see [`Authorizer`]).
+    pub fn authorizer(mut self, authorizer: Authorizer) -> Self {
+        self.state.authorizer = AuthorizerSlot(Some(authorizer));
         self
     }
 
@@ -484,6 +508,9 @@ async fn invoke(
     let (target, code) = target(request, state)?;
     let operation = resolve(state, &target, &code)?;
     let definition = &operation.definition;
+    if let Some(authorizer) = &state.authorizer.0 {
+        authorizer(request, definition, &target)?;
+    }
     let allow = if definition.affects_state { "POST" } else { "GET, POST" };
     let is_get = match *request.method() {
         Method::GET => true,

@@ -16,6 +16,7 @@ use fhirop::outcome::{IssueType, OperationError};
 
 use fhirop::store::{ReadResult, StoreHandle};
 
+use crate::access::Access;
 use crate::limits::RateLimiter;
 use crate::projects::SYSTEM_TENANT;
 use crate::tokens::TokenSigner;
@@ -132,7 +133,7 @@ impl Authenticator {
     /// The caller a bearer token stands for: the admin, or a client whose signed token has
     /// not expired and whose ClientApplication and membership still exist (deleting either
     /// revokes its tokens at once).
-    async fn caller(&self, authorization: Option<&str>) -> Result<(Tenant, Caller), OperationError> {
+    async fn caller(&self, authorization: Option<&str>) -> Result<(Tenant, Caller, Access), OperationError> {
         let token = bearer_token(authorization)?;
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
             return Ok((
@@ -140,6 +141,7 @@ impl Authenticator {
                 Caller {
                     reference: ADMIN_CALLER.to_owned(),
                 },
+                Access::administrator(),
             ));
         }
         let invalid = || unauthorized("the bearer token is not valid", Some("invalid_token"));
@@ -150,15 +152,30 @@ impl Authenticator {
             .store
             .read(&claims.project, "ProjectMembership", &claims.membership)
             .await?;
-        match (client, membership) {
-            (ReadResult::Found(_), ReadResult::Found(_)) => Ok((
-                Tenant(claims.project),
-                Caller {
-                    reference: claims.subject,
-                },
-            )),
-            _ => Err(invalid()),
-        }
+        let (ReadResult::Found(_), ReadResult::Found(membership)) = (client, membership) else {
+            return Err(invalid());
+        };
+        let membership = membership.resource.unwrap_or_default();
+        // The membership's current policy, not the one the token was issued under.
+        let policy = match membership
+            .pointer("/accessPolicy/reference")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|reference| reference.strip_prefix("AccessPolicy/"))
+        {
+            Some(id) => match self.store.read(&claims.project, "AccessPolicy", id).await? {
+                ReadResult::Found(stored) => stored.resource,
+                // A policy that is gone grants nothing rather than everything.
+                _ => Some(serde_json::json!({"resourceType": "AccessPolicy", "resource": []})),
+            },
+            None => None,
+        };
+        Ok((
+            Tenant(claims.project),
+            Caller {
+                reference: claims.subject,
+            },
+            Access::from_membership(&membership, policy.as_ref()),
+        ))
     }
 }
 
@@ -208,18 +225,19 @@ pub async fn authenticate(
     let admitted = authenticator
         .caller(authorization)
         .await
-        .and_then(|(tenant, caller)| {
+        .and_then(|(tenant, caller, access)| {
             authenticator.admit(&caller.reference)?;
-            Ok((tenant, caller))
+            Ok((tenant, caller, access))
         })
         .map_err(|error| match authenticator.admit(&format!("address {peer}")) {
             Err(throttled) if error.status == StatusCode::UNAUTHORIZED => throttled,
             _ => error,
         });
     match admitted {
-        Ok((tenant, caller)) => {
+        Ok((tenant, caller, access)) => {
             request.extensions_mut().insert(tenant);
             request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(access);
             Ok(next.call(request).await?.map_into_left_body())
         }
         Err(error) => {

@@ -59,7 +59,10 @@ pub async fn everything(
 ) -> Result<Bundle, OperationError> {
     let store = context.store()?.clone();
     let tenant = context.tenant();
+    let access = crate::access::Access::of(context.request());
+    access.require_read("Patient")?;
     let filter = Filter {
+        access,
         types: types
             .iter()
             .flat_map(|types| types.split(','))
@@ -130,8 +133,9 @@ pub async fn everything(
     Ok(bundle)
 }
 
-/// `_type`, `_since`, `start`, `end`.
+/// `_type`, `_since`, `start`, `end`, and what the caller may read.
 struct Filter {
+    access: crate::access::Access,
     types: Vec<String>,
     since: Option<String>,
     start: Option<String>,
@@ -140,7 +144,8 @@ struct Filter {
 
 impl Filter {
     fn admits_type(&self, resource_type: &str) -> bool {
-        self.types.is_empty() || self.types.iter().any(|admitted| admitted == resource_type)
+        self.access.can_read(resource_type)
+            && (self.types.is_empty() || self.types.iter().any(|admitted| admitted == resource_type))
     }
 
     /// The store parameters that carry `_since`, `start` and `end` for a type.

@@ -3,6 +3,7 @@
 //! together, so tests and `main` start the same server.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+pub mod access;
 pub mod auth;
 pub mod bots;
 pub mod config;
@@ -73,7 +74,45 @@ pub fn build(
             everything::everything
         ])
         .provider(BotProvider { bots: bots.clone() })
+        .authorizer(Arc::new(authorize_operation))
         .build()
+}
+
+/// System operations every project member may invoke; the others need a project
+/// administrator.
+pub const OPEN_SYSTEM_OPERATIONS: [&str; 1] = ["healthcheck"];
+
+/// Who may invoke an operation: at the type or instance level, read access to the type
+/// (write access when it affects state); at the system level, a project administrator unless
+/// the operation is open; and for a Bot-backed operation, read access to Bots (Medplum's
+/// rule: you may run what you may read).
+fn authorize_operation(
+    request: &actix_web::HttpRequest,
+    definition: &fhirop::definition::OperationDefinition,
+    target: &fhirop::context::Target,
+) -> Result<(), OperationError> {
+    let access = access::Access::of(request);
+    let bot_backed = definition
+        .extensions
+        .iter()
+        .any(|extension| extension.get("url").and_then(Value::as_str) == Some(bots::IMPLEMENTATION_EXTENSION));
+    if bot_backed {
+        access.require_read("Bot")?;
+    }
+    match &target.resource_type {
+        Some(resource_type) => {
+            access.require_read(resource_type)?;
+            if definition.affects_state {
+                access.require_write(resource_type)?;
+            }
+            Ok(())
+        }
+        None if access.admin || bot_backed || OPEN_SYSTEM_OPERATIONS.contains(&definition.code.as_str()) => Ok(()),
+        None => Err(OperationError::forbidden(format!(
+            "system operation ${} needs a project administrator",
+            definition.code
+        ))),
+    }
 }
 
 /// The REST interactions every resource type supports.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use fhirop::definition::OperationDefinition;
 
+use crate::access::Access;
 use crate::bots::Bots;
 use crate::is_known_resource_type;
 use crate::transaction::process_bundle;
@@ -52,6 +53,7 @@ struct Rest {
     store: StoreHandle,
     tenant: String,
     base_url: String,
+    access: Access,
 }
 
 impl Rest {
@@ -66,6 +68,7 @@ impl Rest {
             store,
             tenant: tenant_of(request),
             base_url: state.base_url(request),
+            access: Access::of(request),
         })
     }
 }
@@ -239,6 +242,7 @@ fn not_found(resource_type: &str, id: &str) -> OperationError {
 async fn create_route(request: HttpRequest, payload: web::Payload, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
         let resource_type = resource_type_in_url(&request)?;
+        rest.access.require_write(&resource_type)?;
         let mut resource = resource_body(&request, payload, &state, &resource_type).await?;
         // R4 create: the server assigns the id, whatever the body says.
         resource["id"] = Value::String(uuid::Uuid::new_v4().to_string());
@@ -265,6 +269,7 @@ async fn create_route(request: HttpRequest, payload: web::Payload, state: web::D
 async fn read_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
         let resource_type = resource_type_in_url(&request)?;
+        rest.access.require_read(&resource_type)?;
         let id = id_in_url(&request, "id")?;
         match rest.store.read(&rest.tenant, &resource_type, &id).await? {
             ReadResult::Found(stored) => Ok(resource_response(rest.format, StatusCode::OK, &stored, None)),
@@ -277,6 +282,7 @@ async fn read_route(request: HttpRequest, state: web::Data<ServerState>) -> Http
 async fn vread_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
         let resource_type = resource_type_in_url(&request)?;
+        rest.access.require_read(&resource_type)?;
         let id = id_in_url(&request, "id")?;
         let vid = request.match_info().get("vid").unwrap_or_default();
         let Ok(version) = vid.parse::<u64>() else {
@@ -310,6 +316,7 @@ fn if_match(request: &HttpRequest) -> Result<Option<u64>, OperationError> {
 async fn update_route(request: HttpRequest, payload: web::Payload, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
         let resource_type = resource_type_in_url(&request)?;
+        rest.access.require_write(&resource_type)?;
         let id = id_in_url(&request, "id")?;
         let resource = resource_body(&request, payload, &state, &resource_type).await?;
         match resource.get("id").and_then(Value::as_str) {
@@ -351,6 +358,7 @@ async fn update_route(request: HttpRequest, payload: web::Payload, state: web::D
 async fn delete_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
         let resource_type = resource_type_in_url(&request)?;
+        rest.access.require_write(&resource_type)?;
         let id = id_in_url(&request, "id")?;
         if matches!(
             rest.store.read(&rest.tenant, &resource_type, &id).await?,
@@ -376,6 +384,7 @@ async fn delete_route(request: HttpRequest, state: web::Data<ServerState>) -> Ht
 async fn history_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
         let resource_type = resource_type_in_url(&request)?;
+        rest.access.require_read(&resource_type)?;
         let id = id_in_url(&request, "id")?;
         let versions = rest.store.history(&rest.tenant, &resource_type, &id).await?;
         if versions.is_empty() {
@@ -529,6 +538,7 @@ pub fn searchset(base_url: &str, query: &SearchQuery, result: fhirop::store::Sea
 async fn search_route(request: HttpRequest, payload: web::Payload, state: web::Data<ServerState>) -> HttpResponse {
     rest!(request, state, |rest| {
         let resource_type = resource_type_in_url(&request)?;
+        rest.access.require_read(&resource_type)?;
         let mut pairs = query_pairs(request.query_string().as_bytes());
         if request.method() == actix_web::http::Method::POST {
             let body = read_body(&request, payload, state.body_limit()).await?;
@@ -547,7 +557,7 @@ async fn bundle_route(request: HttpRequest, payload: web::Payload, state: web::D
         let body = read_body(&request, payload, state.body_limit()).await?;
         check_content_type(&request)?;
         let bundle = parse_json_object(&body)?;
-        let response = process_bundle(&rest.store, &rest.tenant, bundle).await?;
+        let response = process_bundle(&rest.store, &rest.tenant, &rest.access, bundle).await?;
         Ok(rest.format.respond(StatusCode::OK, &response))
     })
 }

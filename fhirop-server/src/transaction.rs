@@ -10,6 +10,7 @@ use fhirop::store::{ReadResult, StoreHandle, StoredResource, Write, WriteResult}
 use fhirop::types::lexical::is_id;
 use serde_json::{Value, json};
 
+use crate::access::Access;
 use crate::rest::{check_resource, query_pairs, search_query};
 
 /// What one entry will do.
@@ -80,6 +81,7 @@ fn entry_request(entry: &Value, index: usize) -> Result<(&str, &str), OperationE
 
 /// Plans a transaction: every id and reference settled before anything is written.
 struct Planner<'a> {
+    access: &'a Access,
     store: &'a StoreHandle,
     tenant: &'a str,
     /// `fullUrl` (and `urn:uuid:`) → `Type/id`.
@@ -92,6 +94,11 @@ struct Planner<'a> {
 impl Planner<'_> {
     async fn plan(&mut self, index: usize, entry: &Value) -> Result<Plan, OperationError> {
         let (method, url) = entry_request(entry, index)?;
+        let target_type = url.split(['/', '?']).next().unwrap_or_default();
+        match method {
+            "GET" => self.access.require_read(target_type)?,
+            _ => self.access.require_write(target_type)?,
+        }
         let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned);
         match method {
             "POST" => {
@@ -275,7 +282,12 @@ async fn read_entry(store: &StoreHandle, tenant: &str, url: &str) -> Result<Valu
 }
 
 /// Processes a batch or transaction Bundle and returns the response Bundle.
-pub async fn process_bundle(store: &StoreHandle, tenant: &str, bundle: Value) -> Result<Value, OperationError> {
+pub async fn process_bundle(
+    store: &StoreHandle,
+    tenant: &str,
+    access: &Access,
+    bundle: Value,
+) -> Result<Value, OperationError> {
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(OperationError::invalid(
             "POST to the base URL takes a batch or transaction Bundle",
@@ -292,6 +304,7 @@ pub async fn process_bundle(store: &StoreHandle, tenant: &str, bundle: Value) ->
         .cloned()
         .unwrap_or_default();
     let mut planner = Planner {
+        access,
         store,
         tenant,
         aliases: HashMap::new(),

@@ -10,6 +10,7 @@ use fhirop::store::{ReadResult, StoreHandle, Write};
 use serde_json::Value;
 
 use super::sandbox::Host;
+use crate::access::Access;
 use crate::rest::{check_resource, query_pairs, search_query, searchset};
 use crate::transaction::process_bundle;
 
@@ -186,7 +187,7 @@ impl StoreHost {
                     .await?;
                 Ok(Value::Null)
             }
-            "batch" => process_bundle(store, tenant, arg(0)).await,
+            "batch" => process_bundle(store, tenant, &Access::administrator(), arg(0)).await,
             other => Err(OperationError::invalid(format!("medplum.{other} is not supported"))),
         }
     }
