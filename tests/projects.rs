@@ -274,3 +274,97 @@ fn smart_configuration_names_the_token_endpoint() {
     );
     assert_ne!(reply.header("content-type"), Some(FHIR_JSON));
 }
+
+fn bot_operation(server: &TestServer, token: &str, code: &str, answer: &str) {
+    let bot = as_client(
+        server,
+        token,
+        "POST",
+        "/Bot",
+        Some(&json!({"resourceType": "Bot", "name": code})),
+    );
+    assert_eq!(bot.status, 201, "{}", bot.body);
+    let bot = bot.json()["id"].as_str().unwrap().to_owned();
+    let source = format!("exports.handler = async () => ({{ answer: '{answer}' }});");
+    let deployed = as_client(
+        server,
+        token,
+        "POST",
+        &format!("/Bot/{bot}/$deploy"),
+        Some(&json!({"code": source})),
+    );
+    assert_eq!(deployed.status, 200, "{}", deployed.body);
+    let definition = as_client(
+        server,
+        token,
+        "POST",
+        "/OperationDefinition",
+        Some(&json!({
+            "resourceType": "OperationDefinition",
+            "extension": [{"url": "https://medplum.com/fhir/StructureDefinition/operationDefinition-implementation",
+                           "valueReference": {"reference": format!("Bot/{bot}")}}],
+            "name": code, "status": "active", "kind": "operation", "code": code,
+            "system": true, "type": false, "instance": false,
+            "parameter": [{"use": "out", "name": "answer", "type": "string", "min": 1, "max": "1"}],
+        })),
+    );
+    assert_eq!(definition.status, 201, "{}", definition.body);
+}
+
+fn system_operations(reply: &Reply) -> Vec<String> {
+    reply.json()["rest"][0]["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|operation| operation["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn each_project_has_its_own_bot_operations() {
+    let server = TestServer::example();
+    let (a, b) = (project(&server, "a"), project(&server, "b"));
+    let (a_client, a_secret) = client(&server, &a);
+    let (b_client, b_secret) = client(&server, &b);
+    let (a_token, b_token) = (
+        token(&server, &a_client, &a_secret),
+        token(&server, &b_client, &b_secret),
+    );
+    bot_operation(&server, &a_token, "shared-code", "from a");
+    bot_operation(&server, &b_token, "shared-code", "from b");
+    bot_operation(&server, &a_token, "only-a", "a alone");
+    let answer = |token: &str, code: &str| as_client(&server, token, "POST", &format!("/${code}"), None);
+    assert_eq!(
+        answer(&a_token, "shared-code").json()["parameter"][0]["valueString"],
+        "from a"
+    );
+    assert_eq!(
+        answer(&b_token, "shared-code").json()["parameter"][0]["valueString"],
+        "from b"
+    );
+    let hidden = answer(&b_token, "only-a");
+    assert_eq!(hidden.status, 404);
+    assert_eq!(hidden.issue_codes(), ["not-supported"]);
+    assert_eq!(
+        server.post("/$only-a", "").status,
+        404,
+        "nor does the default project see it"
+    );
+    let metadata = |token: &str| {
+        send_unauthenticated(
+            "GET",
+            &server.url("/metadata"),
+            &[("Authorization", &format!("Bearer {token}"))],
+            None,
+        )
+    };
+    assert_eq!(
+        system_operations(&metadata(&a_token)),
+        ["healthcheck", "shared-code", "only-a"]
+    );
+    assert_eq!(system_operations(&metadata(&b_token)), ["healthcheck", "shared-code"]);
+    assert_eq!(
+        system_operations(&send_unauthenticated("GET", &server.url("/metadata"), &[], None)),
+        ["healthcheck"]
+    );
+}

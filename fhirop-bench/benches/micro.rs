@@ -64,7 +64,14 @@ fn capability(c: &mut Criterion) {
     let snapshot = registry.snapshot();
     let info = ServerInfo::default();
     c.bench_function("build CapabilityStatement (20 operations)", |b| {
-        b.iter(|| black_box(capability_statement(&snapshot, &info, "http://localhost/fhir/R4")))
+        b.iter(|| {
+            black_box(capability_statement(
+                &snapshot,
+                &info,
+                "http://localhost/fhir/R4",
+                "default",
+            ))
+        })
     });
 }
 

@@ -47,8 +47,8 @@ impl Default for ServerInfo {
 
 pub use crate::types::time::format_instant;
 
-/// Builds the CapabilityStatement for the operations in `snapshot`.
-pub fn capability_statement(snapshot: &Snapshot, info: &ServerInfo, base_url: &str) -> Value {
+/// Builds the CapabilityStatement `tenant` sees: native operations and its own.
+pub fn capability_statement(snapshot: &Snapshot, info: &ServerInfo, base_url: &str, tenant: &str) -> Value {
     let mut resources: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     if let Some(extra) = &info.resource_capabilities {
         for resource in extra() {
@@ -60,7 +60,11 @@ pub fn capability_statement(snapshot: &Snapshot, info: &ServerInfo, base_url: &s
         }
     }
     let mut system_operations = Vec::new();
-    for operation in snapshot.operations() {
+    for operation in snapshot
+        .operations()
+        .iter()
+        .filter(|operation| operation.visible_to(tenant))
+    {
         let definition = &operation.definition;
         let entry = json!({
             "name": definition.code,

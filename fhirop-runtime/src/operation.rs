@@ -82,6 +82,9 @@ pub struct Operation {
     /// Whether the operation answers at levels its definition does not declare (Medplum's
     /// Bot operations do; native ones never).
     pub lenient_levels: bool,
+    /// The one tenant (project) the operation belongs to; `None` for every tenant (native
+    /// operations). A tenant's operations are invisible to the others.
+    pub tenant: Option<String>,
 }
 
 impl std::fmt::Debug for Operation {
@@ -103,6 +106,7 @@ impl Operation {
             manual_request: false,
             source: None,
             lenient_levels: false,
+            tenant: None,
         }
     }
 

@@ -26,6 +26,15 @@ pub struct RegisteredOperation {
     pub source: Option<SourceLocation>,
     /// Answers at undeclared levels too (Medplum-compatible Bot operations).
     pub lenient_levels: bool,
+    /// The one tenant that sees the operation; `None` for every tenant.
+    pub tenant: Option<String>,
+}
+
+impl RegisteredOperation {
+    /// Whether `tenant` sees this operation.
+    pub fn visible_to(&self, tenant: &str) -> bool {
+        self.tenant.as_deref().is_none_or(|owner| owner == tenant)
+    }
 }
 
 impl std::fmt::Debug for RegisteredOperation {
@@ -113,18 +122,23 @@ impl Snapshot {
         self.operations.iter().find(|operation| operation.definition.id == id)
     }
 
-    /// Finds the operation for a call.
-    pub fn resolve(&self, level: Level, resource_type: Option<&str>, code: &str) -> Resolution {
-        let Some(candidates) = self.by_code.get(code) else {
+    /// Finds the operation for a call from `tenant`.
+    pub fn resolve(&self, tenant: &str, level: Level, resource_type: Option<&str>, code: &str) -> Resolution {
+        let Some(all) = self.by_code.get(code) else {
             return Resolution::Unknown;
         };
+        let candidates: Vec<&Arc<RegisteredOperation>> =
+            all.iter().filter(|operation| operation.visible_to(tenant)).collect();
+        if candidates.is_empty() {
+            return Resolution::Unknown;
+        }
         let declared = candidates
             .iter()
             .find(|operation| operation.definition.supports(level, resource_type));
         let lenient = || candidates.iter().find(|operation| operation.lenient_levels);
         match declared.or_else(lenient) {
-            Some(operation) => Resolution::Found(operation.clone()),
-            None => Resolution::WrongLevel(candidates.clone()),
+            Some(operation) => Resolution::Found((*operation).clone()),
+            None => Resolution::WrongLevel(candidates.into_iter().cloned().collect()),
         }
     }
 
@@ -213,12 +227,18 @@ impl OperationRegistry {
             manual_request: operation.manual_request,
             source: operation.source,
             lenient_levels: operation.lenient_levels,
+            tenant: operation.tenant,
         };
         for existing in &operations {
             if existing.definition.id == new.definition.id {
                 return Err(RegistryError::DuplicateId(new.definition.id.clone()));
             }
-            if overlaps(&existing.definition, &new.definition) {
+            // Operations of different tenants never meet, so they cannot clash.
+            let share_a_tenant = match (&existing.tenant, &new.tenant) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            if share_a_tenant && overlaps(&existing.definition, &new.definition) {
                 return Err(RegistryError::Clash {
                     code: new.definition.code.clone(),
                     new: format!("{} at {}", new.definition.id, new.describe_source()),
@@ -248,16 +268,18 @@ impl OperationRegistry {
         removed
     }
 
-    /// Whether `definition` would clash with a registered operation other than `ignoring`.
+    /// Whether `definition`, for `tenant`, would clash with a registered operation other than
+    /// `ignoring`.
     pub fn find_clash(
         &self,
+        tenant: &str,
         definition: &OperationDefinition,
         ignoring: Option<&str>,
     ) -> Option<Arc<RegisteredOperation>> {
         self.snapshot()
             .operations
             .iter()
-            .filter(|existing| Some(existing.definition.id.as_str()) != ignoring)
+            .filter(|existing| Some(existing.definition.id.as_str()) != ignoring && existing.visible_to(tenant))
             .find(|existing| overlaps(&existing.definition, definition))
             .cloned()
     }
@@ -286,15 +308,15 @@ mod tests {
         registry.register(operation(everything)).unwrap();
         let snapshot = registry.snapshot();
         assert!(matches!(
-            snapshot.resolve(Level::Instance, Some("Patient"), "everything"),
+            snapshot.resolve("t", Level::Instance, Some("Patient"), "everything"),
             Resolution::Found(_)
         ));
         assert!(matches!(
-            snapshot.resolve(Level::Type, Some("Patient"), "everything"),
+            snapshot.resolve("t", Level::Type, Some("Patient"), "everything"),
             Resolution::WrongLevel(_)
         ));
         assert!(matches!(
-            snapshot.resolve(Level::System, None, "nothing"),
+            snapshot.resolve("t", Level::System, None, "nothing"),
             Resolution::Unknown
         ));
     }

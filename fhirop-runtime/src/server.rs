@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::binding::Binder;
 use crate::capability::{ServerInfo, capability_statement};
-use crate::context::{BaseUrl, OperationContext, Target};
+use crate::context::{BaseUrl, OperationContext, Target, tenant_of};
 use crate::definition::{Level, canonical_url, searchset};
 use crate::format::{ResponseFormat, check_content_type, negotiate, parse_json_object};
 use crate::operation::{IntoOperations, OperationCall};
@@ -261,22 +261,24 @@ async fn metadata_route(request: HttpRequest, state: web::Data<ServerState>) -> 
         return format.respond_error(&method_not_allowed("GET"));
     }
     let base_url = state.base_url(&request);
+    let tenant = tenant_of(&request);
     let snapshot = state.registry.snapshot();
+    let key = format!("{tenant} {base_url}");
     if !format.pretty
-        && let Some((cached_base, bytes)) = snapshot.capability_cache.get()
-        && *cached_base == base_url
+        && let Some((cached_key, bytes)) = snapshot.capability_cache.get()
+        && *cached_key == key
     {
         return format.respond_bytes(StatusCode::OK, bytes.clone());
     }
-    let statement = capability_statement(&snapshot, &state.info, &base_url);
+    let statement = capability_statement(&snapshot, &state.info, &base_url, &tenant);
     if format.pretty {
         return format.respond(StatusCode::OK, &statement);
     }
     match serde_json::to_vec(&statement) {
         Ok(bytes) => {
             let bytes = Bytes::from(bytes);
-            // Only the first base URL is cached; requests under another Host get a fresh one.
-            let _ = snapshot.capability_cache.set((base_url, bytes.clone()));
+            // Only the first tenant and base URL are cached; others get a fresh statement.
+            let _ = snapshot.capability_cache.set((key, bytes.clone()));
             format.respond_bytes(StatusCode::OK, bytes)
         }
         Err(error) => format.respond_error(&OperationError::internal(error.to_string())),
@@ -311,10 +313,12 @@ async fn definitions_route(request: HttpRequest, state: web::Data<ServerState>) 
         return format.respond_error(&method_not_allowed("GET"));
     }
     let base_url = state.base_url(&request);
+    let tenant = tenant_of(&request);
     let snapshot = state.registry.snapshot();
     let definitions: Vec<Value> = snapshot
         .operations()
         .iter()
+        .filter(|operation| operation.visible_to(&tenant))
         .map(|operation| definition_json(operation, &base_url))
         .collect();
     let self_url = format!("{base_url}/OperationDefinition");
@@ -331,7 +335,10 @@ async fn definition_route(request: HttpRequest, state: web::Data<ServerState>) -
     }
     let id = request.match_info().get("id").unwrap_or_default();
     let snapshot = state.registry.snapshot();
-    match snapshot.by_id(id) {
+    match snapshot
+        .by_id(id)
+        .filter(|operation| operation.visible_to(&tenant_of(&request)))
+    {
         Some(operation) => format.respond(StatusCode::OK, &definition_json(operation, &state.base_url(&request))),
         None => format.respond_error(&OperationError::not_found(format!(
             "OperationDefinition/{id} is not known to this server"
@@ -436,9 +443,14 @@ fn target(request: &HttpRequest, state: &ServerState) -> Result<(Target, String)
     ))
 }
 
-fn resolve(state: &ServerState, target: &Target, code: &str) -> Result<Arc<RegisteredOperation>, OperationError> {
+fn resolve(
+    state: &ServerState,
+    tenant: &str,
+    target: &Target,
+    code: &str,
+) -> Result<Arc<RegisteredOperation>, OperationError> {
     let snapshot = state.registry.snapshot();
-    match snapshot.resolve(target.level, target.resource_type.as_deref(), code) {
+    match snapshot.resolve(tenant, target.level, target.resource_type.as_deref(), code) {
         Resolution::Found(operation) => Ok(operation),
         Resolution::WrongLevel(candidates) => {
             let supported: Vec<String> = candidates
@@ -506,7 +518,7 @@ async fn invoke(
     format: ResponseFormat,
 ) -> Result<HttpResponse, OperationError> {
     let (target, code) = target(request, state)?;
-    let operation = resolve(state, &target, &code)?;
+    let operation = resolve(state, &tenant_of(request), &target, &code)?;
     let definition = &operation.definition;
     if let Some(authorizer) = &state.authorizer.0 {
         authorizer(request, definition, &target)?;

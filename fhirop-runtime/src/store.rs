@@ -217,6 +217,10 @@ pub trait ResourceStore: Send + Sync + 'static {
         links: &'a [(&'static str, &'static [&'static str])],
     ) -> BoxFuture<'a, Result<Vec<StoredResource>, StoreError>>;
 
+    /// The tenants that have current resources of `resource_type` (start-up tasks that load
+    /// every project's definitions).
+    fn tenants_with<'a>(&'a self, resource_type: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>>;
+
     /// Applies writes atomically: all of them or none.
     fn transaction<'a>(
         &'a self,

@@ -209,13 +209,22 @@ pub async fn authenticate(
     let Some(authenticator) = authenticator else {
         return Ok(next.call(request).await?.map_into_left_body());
     };
-    if authenticator.is_open(&request) {
-        return Ok(next.call(request).await?.map_into_left_body());
-    }
     let authorization = request
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
+    if authenticator.is_open(&request) {
+        // Open to anyone; a caller who says who it is sees its own project (its own
+        // operations in /metadata).
+        if authorization.is_some()
+            && let Ok((tenant, caller, access)) = authenticator.caller(authorization).await
+        {
+            request.extensions_mut().insert(tenant);
+            request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(access);
+        }
+        return Ok(next.call(request).await?.map_into_left_body());
+    }
     // Failed attempts count against the address they come from, so guessing tokens is held
     // to the same rate as using one.
     let peer = request

@@ -229,10 +229,7 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
         token_ttl: config.token_ttl,
     });
     bots.attach(fhir.registry().clone());
-    let loaded = bots
-        .load_definitions(fhirop::context::DEFAULT_TENANT)
-        .await
-        .map_err(std::io::Error::other)?;
+    let loaded = bots.load_all_definitions().await.map_err(std::io::Error::other)?;
     tracing::info!("{loaded} Bot operations registered");
     let listener = TcpListener::bind(config.addr)?;
     let addr = listener.local_addr()?;

@@ -169,6 +169,7 @@ async fn check_definition(
 /// stored OperationDefinition, so it answers at once.
 fn register_definition(
     request: &HttpRequest,
+    tenant: &str,
     stored: &StoredResource,
     registration: Option<(OperationDefinition, String)>,
 ) -> Result<(), OperationError> {
@@ -181,7 +182,7 @@ fn register_definition(
     match registration {
         Some((mut definition, bot)) => {
             definition.id = stored.id.clone();
-            bots.register(definition, bot)
+            bots.register(tenant, definition, bot)
         }
         None => bots.unregister(&stored.id),
     }
@@ -255,7 +256,7 @@ async fn create_route(request: HttpRequest, payload: web::Payload, state: web::D
             .pop()
             .and_then(|result| result.stored)
             .ok_or_else(|| OperationError::internal("the store returned nothing for a create"))?;
-        register_definition(&request, &stored, registration)?;
+        register_definition(&request, &rest.tenant, &stored, registration)?;
         let location = versioned_location(&rest.base_url, &stored);
         Ok(resource_response(
             rest.format,
@@ -344,7 +345,7 @@ async fn update_route(request: HttpRequest, payload: web::Payload, state: web::D
         let stored = result
             .stored
             .ok_or_else(|| OperationError::internal("the store returned nothing for an update"))?;
-        register_definition(&request, &stored, registration)?;
+        register_definition(&request, &rest.tenant, &stored, registration)?;
         let status = if result.created {
             StatusCode::CREATED
         } else {

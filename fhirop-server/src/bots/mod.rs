@@ -282,7 +282,7 @@ impl Bots {
         })?;
         let definition = OperationDefinition::from_json(json).map_err(OperationError::invalid)?;
         let id = json.get("id").and_then(Value::as_str);
-        if let Some(existing) = self.registry()?.find_clash(&definition, id) {
+        if let Some(existing) = self.registry()?.find_clash(tenant, &definition, id) {
             return Err(OperationError::new(
                 StatusCode::BAD_REQUEST,
                 IssueType::Duplicate,
@@ -296,10 +296,17 @@ impl Bots {
     }
 
     /// Registers (or replaces) the operation a stored definition describes.
-    pub fn register(self: &Arc<Self>, definition: OperationDefinition, bot: String) -> Result<(), OperationError> {
+    /// The operation is `tenant`'s alone: other projects neither see nor invoke it.
+    pub fn register(
+        self: &Arc<Self>,
+        tenant: &str,
+        definition: OperationDefinition,
+        bot: String,
+    ) -> Result<(), OperationError> {
         let id = definition.id.clone();
         let mut operation = Operation::new(definition, operation::handler(self.clone(), bot));
         operation.lenient_levels = !self.strict_levels;
+        operation.tenant = Some(tenant.to_owned());
         self.registry()?
             .replace(Some(&id), operation)
             .map_err(|error| OperationError::invalid(error.to_string()))
@@ -311,7 +318,16 @@ impl Bots {
         Ok(())
     }
 
-    /// Registers every stored Bot-backed OperationDefinition (at start-up).
+    /// Registers every stored Bot-backed OperationDefinition of every project (at start-up).
+    pub async fn load_all_definitions(self: &Arc<Self>) -> Result<usize, OperationError> {
+        let mut loaded = 0;
+        for tenant in self.store.tenants_with("OperationDefinition").await? {
+            loaded += self.load_definitions(&tenant).await?;
+        }
+        Ok(loaded)
+    }
+
+    /// Registers every stored Bot-backed OperationDefinition of `tenant`.
     pub async fn load_definitions(self: &Arc<Self>, tenant: &str) -> Result<usize, OperationError> {
         let mut query = SearchQuery {
             resource_type: "OperationDefinition".into(),
@@ -327,7 +343,7 @@ impl Bots {
                     continue;
                 };
                 match OperationDefinition::from_json(json) {
-                    Ok(definition) => match self.register(definition, bot) {
+                    Ok(definition) => match self.register(tenant, definition, bot) {
                         Ok(()) => loaded += 1,
                         Err(error) => tracing::warn!("OperationDefinition/{} not registered: {error}", stored.id),
                     },

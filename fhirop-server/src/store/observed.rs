@@ -87,6 +87,10 @@ impl ResourceStore for ObservedStore {
         self.inner.referencing(tenant, target_type, target_id, links)
     }
 
+    fn tenants_with<'a>(&'a self, resource_type: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        self.inner.tenants_with(resource_type)
+    }
+
     fn transaction<'a>(
         &'a self,
         tenant: &'a str,

@@ -542,6 +542,20 @@ impl ResourceStore for SqliteStore {
         })
     }
 
+    fn tenants_with<'a>(&'a self, resource_type: &'a str) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let rows =
+                sqlx::query("SELECT DISTINCT tenant FROM resource_current WHERE resource_type = ? AND deleted = 0")
+                    .bind(resource_type)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(database_error)?;
+            rows.iter()
+                .map(|row| row.try_get::<String, _>("tenant").map_err(database_error))
+                .collect()
+        })
+    }
+
     fn transaction<'a>(
         &'a self,
         tenant: &'a str,
