@@ -209,3 +209,53 @@ fn operations_need_read_access_write_access_when_they_affect_state_and_bots_need
     assert_eq!(full.call(&server, "POST", "/$ping", None).status, 200);
     forbidden(&restricted.call(&server, "POST", "/$ping", None));
 }
+
+#[test]
+fn a_bot_acts_with_its_own_membership_or_as_its_caller_with_run_as_user() {
+    let server = TestServer::example();
+    let project = admin_post(&server, "/admin/projects", &json!({"name": "clinic"})).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let full = member(&server, &project, None);
+    let readonly = full.create(
+        &server,
+        json!({"resourceType": "AccessPolicy", "name": "reader", "resource": [
+            {"resourceType": "Patient", "readonly": true}, {"resourceType": "Bot"},
+        ]}),
+    );
+    let code = "exports.handler = async (medplum) => {\n  try {\n    const created = await medplum.createResource({resourceType: 'Patient'});\n    return {created: created.id};\n  } catch (e) {\n    return e.outcome;\n  }\n};";
+    let mut bots = Vec::new();
+    for run_as_user in [false, true] {
+        let reply = admin_post(
+            &server,
+            &format!("/admin/projects/{project}/bot"),
+            &json!({"name": "writer", "runAsUser": run_as_user,
+                    "accessPolicy": {"reference": format!("AccessPolicy/{readonly}")}}),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let bot = reply.json()["id"].as_str().unwrap().to_owned();
+        let deployed = full.call(
+            &server,
+            "POST",
+            &format!("/Bot/{bot}/$deploy"),
+            Some(json!({"code": code})),
+        );
+        assert_eq!(deployed.status, 200, "{}", deployed.body);
+        bots.push(bot);
+    }
+    let as_itself = full.call(&server, "POST", &format!("/Bot/{}/$execute", bots[0]), Some(json!({})));
+    assert_eq!(as_itself.status, 200, "{}", as_itself.body);
+    assert_eq!(
+        as_itself.json()["issue"][0]["code"],
+        "forbidden",
+        "its own policy reads Patients only"
+    );
+    let as_caller = full.call(&server, "POST", &format!("/Bot/{}/$execute", bots[1]), Some(json!({})));
+    assert!(
+        as_caller.json()["created"].is_string(),
+        "runAsUser: the caller may write: {}",
+        as_caller.body
+    );
+    assert_eq!(full.count(&server, "Patient"), 1);
+}

@@ -209,10 +209,12 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
     let bots = Arc::new(Bots::start(store.clone(), pool, config.strict_operation_levels)?);
     let watcher = Arc::downgrade(&bots);
     observed.listen(Box::new(move |tenant, stored| {
-        if stored.resource_type == "Bot"
-            && let Some(bots) = watcher.upgrade()
-        {
-            bots.forget(tenant, &stored.id);
+        let Some(bots) = watcher.upgrade() else { return };
+        match stored.resource_type.as_str() {
+            "Bot" => bots.forget(tenant, &stored.id),
+            // What a Bot may do comes from its membership and policy.
+            "ProjectMembership" | "AccessPolicy" => bots.forget_tenant(tenant),
+            _ => {}
         }
     }));
     let fhir = build(config, &store, &bots).map_err(std::io::Error::other)?;

@@ -60,6 +60,9 @@ pub struct HostSpec {
     pub tenant: String,
     /// The server's base URL (for Bundle links).
     pub base_url: String,
+    /// What the Bot's calls may do: its own membership's access, or its caller's with
+    /// `runAsUser`.
+    pub access: Access,
 }
 
 /// The [`Host`] of one execution.
@@ -97,7 +100,21 @@ impl StoreHost {
             store,
             tenant,
             base_url,
+            access,
         } = &self.spec;
+        // The call's resource type: the first argument's text, or its resource's type.
+        let target = args.get(0).and_then(|first| {
+            first
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| first.get("resourceType").and_then(Value::as_str).map(str::to_owned))
+        });
+        if let Some(resource_type) = target.as_deref().filter(|_| method != "batch") {
+            match method {
+                "read" | "search" => access.require_read(resource_type)?,
+                _ => access.require_write(resource_type)?,
+            }
+        }
         match method {
             "read" => read(store, tenant, &text(0)?, &text(1)?).await,
             "search" => {
@@ -187,7 +204,7 @@ impl StoreHost {
                     .await?;
                 Ok(Value::Null)
             }
-            "batch" => process_bundle(store, tenant, &Access::administrator(), arg(0)).await,
+            "batch" => process_bundle(store, tenant, access, arg(0)).await,
             other => Err(OperationError::invalid(format!("medplum.{other} is not supported"))),
         }
     }

@@ -28,6 +28,8 @@ use host::HostSpec;
 use pool::BotPool;
 use sandbox::BotError;
 
+use crate::access::Access;
+
 /// The extension that links an OperationDefinition to the Bot implementing it.
 pub const IMPLEMENTATION_EXTENSION: &str =
     "https://medplum.com/fhir/StructureDefinition/operationDefinition-implementation";
@@ -40,6 +42,8 @@ struct Compiled {
     version: u64,
     bot: Value,
     bytecode: Arc<Vec<u8>>,
+    /// What the Bot's own membership and policy let its `medplum` calls do.
+    access: Access,
 }
 
 fn version_of(bot: &Value) -> u64 {
@@ -164,20 +168,57 @@ impl Bots {
             .and_then(|result| result.stored)
             .and_then(|stored| stored.resource)
         {
-            self.remember(tenant, id, bot, bytecode);
+            let access = self.bot_access(tenant, id).await?;
+            self.remember(tenant, id, bot, bytecode, access);
         }
         Ok(())
     }
 
     /// Caches a compiled version unless a newer one is cached already (an execution that read
     /// the Bot before a redeploy must not put the old code back).
-    fn remember(&self, tenant: &str, id: &str, bot: Value, bytecode: Arc<Vec<u8>>) {
+    fn remember(&self, tenant: &str, id: &str, bot: Value, bytecode: Arc<Vec<u8>>, access: Access) {
         let version = version_of(&bot);
         if let Ok(mut compiled) = self.compiled.write() {
             let key = (tenant.to_owned(), id.to_owned());
             if compiled.get(&key).is_none_or(|cached| cached.version < version) {
-                compiled.insert(key, Arc::new(Compiled { version, bot, bytecode }));
+                let entry = Compiled {
+                    version,
+                    bot,
+                    bytecode,
+                    access,
+                };
+                compiled.insert(key, Arc::new(entry));
             }
+        }
+    }
+
+    /// What `Bot/{id}`'s membership and its AccessPolicy grant. A Bot without a membership
+    /// (created through REST rather than the admin API) acts with the project's full access,
+    /// and never beyond its project.
+    async fn bot_access(&self, tenant: &str, id: &str) -> Result<Access, OperationError> {
+        let user = format!("Bot/{id}");
+        let Some(membership) = crate::projects::membership_of(&self.store, tenant, &user).await? else {
+            return Ok(Access::administrator());
+        };
+        let membership = membership.resource.unwrap_or_default();
+        let policy = match membership
+            .pointer("/accessPolicy/reference")
+            .and_then(Value::as_str)
+            .and_then(|reference| reference.strip_prefix("AccessPolicy/"))
+        {
+            Some(policy) => match self.store.read(tenant, "AccessPolicy", policy).await? {
+                ReadResult::Found(stored) => stored.resource,
+                _ => Some(serde_json::json!({"resourceType": "AccessPolicy", "resource": []})),
+            },
+            None => None,
+        };
+        Ok(Access::from_membership(&membership, policy.as_ref()))
+    }
+
+    /// Drops every cached Bot of `tenant` (its memberships or policies changed).
+    pub fn forget_tenant(&self, tenant: &str) {
+        if let Ok(mut compiled) = self.compiled.write() {
+            compiled.retain(|(owner, _), _| owner != tenant);
         }
     }
 
@@ -190,7 +231,7 @@ impl Bots {
 
     /// The Bot and the bytecode of its current version: from the cache, or read and compiled
     /// (after a restart, or after a write made the cache forget it).
-    async fn current(&self, tenant: &str, id: &str) -> Result<(Value, Arc<Vec<u8>>), OperationError> {
+    async fn current(&self, tenant: &str, id: &str) -> Result<(Value, Arc<Vec<u8>>, Access), OperationError> {
         let key = (tenant.to_owned(), id.to_owned());
         let cached = self
             .compiled
@@ -198,7 +239,7 @@ impl Bots {
             .ok()
             .and_then(|compiled| compiled.get(&key).cloned());
         if let Some(cached) = cached {
-            return Ok((cached.bot.clone(), cached.bytecode.clone()));
+            return Ok((cached.bot.clone(), cached.bytecode.clone(), cached.access.clone()));
         }
         let bot = self.read_bot(tenant, id).await?;
         let source = bot
@@ -211,8 +252,9 @@ impl Bots {
             })?
             .to_owned();
         let bytecode = self.compile(source).await?;
-        self.remember(tenant, id, bot.clone(), bytecode.clone());
-        Ok((bot, bytecode))
+        let access = self.bot_access(tenant, id).await?;
+        self.remember(tenant, id, bot.clone(), bytecode.clone(), access.clone());
+        Ok((bot, bytecode, access))
     }
 
     /// Runs `Bot/{id}` with `event` (its `bot` and `secrets` filled in here) and records an
@@ -224,8 +266,12 @@ impl Bots {
         mut event: Value,
         base_url: &str,
         requester: Option<String>,
+        caller_access: Access,
     ) -> Result<BotResult, OperationError> {
-        let (bot, bytecode) = self.current(tenant, id).await?;
+        let (bot, bytecode, bot_access) = self.current(tenant, id).await?;
+        // Medplum's runAsUser: the Bot acts as its caller instead of as itself.
+        let run_as_user = bot.get("runAsUser").and_then(Value::as_bool).unwrap_or(false);
+        let access = if run_as_user { caller_access } else { bot_access };
         event["bot"] = serde_json::json!({"reference": format!("Bot/{id}"), "display": bot.get("name").cloned().unwrap_or(Value::Null)});
         event["secrets"] = secrets_of(&bot);
         let timeout = bot
@@ -236,6 +282,7 @@ impl Bots {
             store: self.store.clone(),
             tenant: tenant.to_owned(),
             base_url: base_url.to_owned(),
+            access,
         };
         let started = (SystemTime::now(), Instant::now());
         let execution = self.pool.run(bytecode, event.to_string(), host, timeout).await?;

@@ -66,7 +66,16 @@ async fn invoke(
     if let Some(requester) = &requester {
         event["requester"] = json!({ "reference": requester });
     }
-    let result = bots.execute(&tenant, bot, event, context.base_url(), requester).await?;
+    let result = bots
+        .execute(
+            &tenant,
+            bot,
+            event,
+            context.base_url(),
+            requester,
+            crate::access::Access::of(context.request()),
+        )
+        .await?;
     bot_output(context.definition(), result.value)
 }
 

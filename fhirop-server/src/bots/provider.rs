@@ -123,7 +123,14 @@ impl BotProvider {
         let requester = context.caller().map(|caller| caller.reference);
         let result = self
             .bots
-            .execute(&tenant, &bot, event, context.base_url(), requester)
+            .execute(
+                &tenant,
+                &bot,
+                event,
+                context.base_url(),
+                requester,
+                crate::access::Access::of(context.request()),
+            )
             .await?;
         Ok(HttpResponse::Ok()
             .content_type("application/json; charset=utf-8")
