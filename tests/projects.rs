@@ -368,3 +368,32 @@ fn each_project_has_its_own_bot_operations() {
         ["healthcheck"]
     );
 }
+
+#[test]
+fn a_bot_created_by_a_member_joins_the_project() {
+    let server = TestServer::example();
+    let project_id = project(&server, "clinic");
+    let (client_id, secret) = client(&server, &project_id);
+    let access = token(&server, &client_id, &secret);
+    let bot = as_client(
+        &server,
+        &access,
+        "POST",
+        "/Bot",
+        Some(&json!({"resourceType": "Bot", "name": "mine"})),
+    );
+    assert_eq!(bot.status, 201, "{}", bot.body);
+    let bot_id = bot.json()["id"].as_str().unwrap().to_owned();
+    let memberships = as_client(
+        &server,
+        &access,
+        "GET",
+        &format!("/ProjectMembership?user=Bot/{bot_id}"),
+        None,
+    );
+    assert_eq!(memberships.json()["total"], 1, "{}", memberships.body);
+    assert_eq!(
+        memberships.json()["entry"][0]["resource"]["project"]["reference"],
+        format!("Project/{project_id}")
+    );
+}

@@ -93,7 +93,7 @@ fn new_id() -> String {
 }
 
 /// A membership linking `user` to `project`, with the access policy of `body`, if any.
-async fn add_membership(
+pub async fn add_membership(
     store: &StoreHandle,
     project: &str,
     user: &str,

@@ -257,6 +257,11 @@ async fn create_route(request: HttpRequest, payload: web::Payload, state: web::D
             .and_then(|result| result.stored)
             .ok_or_else(|| OperationError::internal("the store returned nothing for a create"))?;
         register_definition(&request, &rest.tenant, &stored, registration)?;
+        if stored.resource_type == "Bot" {
+            // A Bot created by a project member joins the project, as one from the admin API.
+            crate::projects::add_membership(&rest.store, &rest.tenant, &format!("Bot/{}", stored.id), &Value::Null)
+                .await?;
+        }
         let location = versioned_location(&rest.base_url, &stored);
         Ok(resource_response(
             rest.format,
