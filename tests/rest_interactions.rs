@@ -97,12 +97,14 @@ fn create_patient(server: &TestServer, family: &str) -> Value {
     reply.json()
 }
 
-/// The body without `meta.versionId` and `meta.lastUpdated` (what the client controls).
+/// The body without what the server sets in `meta` (versionId, lastUpdated, and the
+/// project, checked here to be the admin's default project): what the client controls.
 fn without_version(resource: &Value) -> Value {
     let mut resource = resource.clone();
     if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
         meta.shift_remove("versionId");
         meta.shift_remove("lastUpdated");
+        assert_eq!(meta.shift_remove("project"), Some(json!("default")));
         if meta.is_empty() {
             resource.as_object_mut().unwrap().shift_remove("meta");
         }

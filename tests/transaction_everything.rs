@@ -328,6 +328,7 @@ fn transaction_loads_the_fixture_and_resolves_every_reference() {
         let meta = actual["meta"].as_object_mut().expect("meta");
         assert_eq!(meta.shift_remove("versionId"), Some(json!("1")), "{new_key}");
         assert!(meta.shift_remove("lastUpdated").is_some(), "{new_key}");
+        assert_eq!(meta.shift_remove("project"), Some(json!("default")), "{new_key}");
         if meta.is_empty() {
             actual.as_object_mut().unwrap().shift_remove("meta");
         }

@@ -156,8 +156,9 @@ fn now() -> (String, i64) {
     (format_instant(time), millis)
 }
 
-/// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping the rest of `meta`.
-fn stamp(resource: &mut Value, id: &str, version: u64, last_updated: &str) {
+/// Sets `id`, `meta.versionId`, `meta.lastUpdated` and `meta.project`, keeping the rest of
+/// `meta`.
+fn stamp(resource: &mut Value, tenant: &str, id: &str, version: u64, last_updated: &str) {
     let Value::Object(members) = resource else { return };
     let mut meta = match members.shift_remove("meta") {
         Some(Value::Object(meta)) => meta,
@@ -165,6 +166,8 @@ fn stamp(resource: &mut Value, id: &str, version: u64, last_updated: &str) {
     };
     meta.insert("versionId".into(), version.to_string().into());
     meta.insert("lastUpdated".into(), last_updated.into());
+    // Medplum's meta.project: the project (tenant) the resource belongs to.
+    meta.insert("project".into(), tenant.into());
     // Keep FHIR's member order: resourceType, id, meta, then the rest.
     let resource_type = members.shift_remove("resourceType");
     members.shift_remove("id");
@@ -315,7 +318,7 @@ async fn apply(
             {
                 return Err(StoreError::Invalid(format!("{resource_type}/{id} already exists")));
             }
-            stamp(&mut resource, &id, 1, &time.0);
+            stamp(&mut resource, tenant, &id, 1, &time.0);
             put_version(connection, tenant, &resource_type, &id, 1, Some(&resource), time).await?;
             Ok(WriteResult {
                 stored: Some(StoredResource {
@@ -341,7 +344,7 @@ async fn apply(
             }
             let version = current.map_or(1, |(version, _)| version + 1);
             let created = current.is_none_or(|(_, deleted)| deleted);
-            stamp(&mut resource, &id, version, &time.0);
+            stamp(&mut resource, tenant, &id, version, &time.0);
             put_version(connection, tenant, &resource_type, &id, version, Some(&resource), time).await?;
             Ok(WriteResult {
                 stored: Some(StoredResource {
