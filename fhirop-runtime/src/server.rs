@@ -538,66 +538,13 @@ async fn invoke(
         .with_header("Allow", "POST"));
     }
 
-    let query = form_urlencoded::parse(request.query_string().as_bytes()).collect::<Vec<_>>();
-    let mut raw_body = None;
-    let params = if operation.manual_request {
-        raw_body = Some(read_body(request, payload, state.body_limit).await?);
-        Default::default()
+    let body = if is_get && !operation.manual_request {
+        None
     } else {
-        let mut binder = Binder::new(definition);
-        binder.add_query(query.iter().map(|(key, value)| (key.as_ref(), value.as_ref())), is_get)?;
-        if !is_get {
-            let body = read_body(request, payload, state.body_limit).await?;
-            raw_body = Some(body.clone());
-            if !body.is_empty() {
-                check_content_type(request)?;
-                let json = parse_json_object(&body)?;
-                if json.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
-                    binder.add_parameters(json)?;
-                } else if let Err(json) = binder.add_bare_resource(json) {
-                    let given = json
-                        .get("resourceType")
-                        .and_then(Value::as_str)
-                        .unwrap_or("a JSON object without resourceType");
-                    return Err(OperationError::new(
-                        StatusCode::BAD_REQUEST,
-                        IssueType::Invalid,
-                        format!(
-                            "expected a Parameters resource, got {given}; a bare resource is accepted only by operations with exactly one resource parameter"
-                        ),
-                    ));
-                }
-            }
-        }
-        binder.finish()?
+        Some(read_body(request, payload, state.body_limit).await?)
     };
-
     let base_url = BaseUrl::new(state.public_base_url.clone(), &state.base_path);
-    let context = OperationContext::new(request.clone(), target, base_url, definition.clone());
-    let call = OperationCall {
-        context: context.clone(),
-        params,
-        body: raw_body,
-    };
-    let handler = operation.handler.clone();
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(call))) {
-        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-        Err(panic) => Err(panic),
-    };
-    let output = match outcome {
-        Ok(output) => output?,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|text| (*text).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(operation = %definition.id, "operation handler panicked: {message}");
-            return Err(OperationError::internal(format!(
-                "operation ${code} failed unexpectedly; the server logged the details"
-            )));
-        }
-    };
+    let (output, context) = execute(&operation, request, target, base_url, body).await?;
     let (status, headers) = context.take_response_control();
     let mut response = match output {
         OperationOutput::Resource(body) => format.respond(status.unwrap_or(StatusCode::OK), &body),
@@ -607,4 +554,96 @@ async fn invoke(
         response.headers_mut().append(name, value);
     }
     Ok(response)
+}
+
+/// Binds a call's input to `operation`, runs its handler (a panic becomes a 500) and returns
+/// the output with the context (whose response controls the caller applies). The HTTP route
+/// and in-process callers (a Bot calling another operation) share it.
+async fn execute(
+    operation: &RegisteredOperation,
+    request: &HttpRequest,
+    target: Target,
+    base_url: BaseUrl,
+    body: Option<Bytes>,
+) -> Result<(OperationOutput, OperationContext), OperationError> {
+    let definition = &operation.definition;
+    let is_get = request.method() == Method::GET;
+    let params = if operation.manual_request {
+        Default::default()
+    } else {
+        let query = form_urlencoded::parse(request.query_string().as_bytes()).collect::<Vec<_>>();
+        let mut binder = Binder::new(definition);
+        binder.add_query(query.iter().map(|(key, value)| (key.as_ref(), value.as_ref())), is_get)?;
+        if let Some(body) = body.as_ref().filter(|body| !body.is_empty()) {
+            check_content_type(request)?;
+            let json = parse_json_object(body)?;
+            if json.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
+                binder.add_parameters(json)?;
+            } else if let Err(json) = binder.add_bare_resource(json) {
+                let given = json
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("a JSON object without resourceType");
+                return Err(OperationError::new(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::Invalid,
+                    format!(
+                        "expected a Parameters resource, got {given}; a bare resource is accepted only by operations with exactly one resource parameter"
+                    ),
+                ));
+            }
+        }
+        binder.finish()?
+    };
+    let context = OperationContext::new(request.clone(), target, base_url, definition.clone());
+    let call = OperationCall {
+        context: context.clone(),
+        params,
+        body,
+    };
+    let handler = operation.handler.clone();
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(call))) {
+        Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+        Err(panic) => Err(panic),
+    };
+    match outcome {
+        Ok(output) => Ok((output?, context)),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(operation = %definition.id, "operation handler panicked: {message}");
+            Err(OperationError::internal(format!(
+                "operation ${} failed unexpectedly; the server logged the details",
+                definition.code
+            )))
+        }
+    }
+}
+
+/// Invokes an operation in process, without HTTP: `request` carries the method, URI,
+/// headers, app data and extensions (tenant, caller) a route would see. The operation's
+/// GET rule still applies.
+pub async fn call_operation(
+    operation: &RegisteredOperation,
+    request: &HttpRequest,
+    target: Target,
+    base_url: BaseUrl,
+    body: Option<Bytes>,
+) -> Result<OperationOutput, OperationError> {
+    if request.method() == Method::GET && operation.definition.affects_state {
+        return Err(OperationError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            IssueType::NotSupported,
+            format!(
+                "operation ${} affects state, so it must be invoked with POST",
+                operation.definition.code
+            ),
+        ));
+    }
+    execute(operation, request, target, base_url, body)
+        .await
+        .map(|(output, _)| output)
 }

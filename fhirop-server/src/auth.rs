@@ -213,6 +213,18 @@ pub async fn authenticate(
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
+    let peer = request
+        .peer_addr()
+        .map(|addr| addr.ip().to_string())
+        .unwrap_or_default();
+    if request.path() == "/oauth2/token" {
+        // The token endpoint checks client secrets itself: guessing them is held to the
+        // rate of the address they come from.
+        if let Err(throttled) = authenticator.admit(&format!("address {peer}")) {
+            let response = ResponseFormat::default().respond_error(&throttled);
+            return Ok(request.into_response(response).map_into_right_body());
+        }
+    }
     if authenticator.is_open(&request) {
         // Open to anyone; a caller who says who it is sees its own project (its own
         // operations in /metadata).
@@ -226,11 +238,7 @@ pub async fn authenticate(
         return Ok(next.call(request).await?.map_into_left_body());
     }
     // Failed attempts count against the address they come from, so guessing tokens is held
-    // to the same rate as using one.
-    let peer = request
-        .peer_addr()
-        .map(|addr| addr.ip().to_string())
-        .unwrap_or_default();
+    // to the same rate as using one (`peer`, above).
     let admitted = authenticator
         .caller(authorization)
         .await

@@ -260,7 +260,7 @@ fn write_response(result: &WriteResult) -> Value {
 
 fn error_entry(error: &OperationError) -> Value {
     json!({"response": {
-        "status": error.status.as_u16().to_string(),
+        "status": format!("{} {}", error.status.as_u16(), error.status.canonical_reason().unwrap_or_default()).trim_end(),
         "outcome": error.outcome.to_json(),
     }})
 }
