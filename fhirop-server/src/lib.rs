@@ -86,7 +86,7 @@ pub const OPEN_SYSTEM_OPERATIONS: [&str; 1] = ["healthcheck"];
 /// (write access when it affects state); at the system level, a project administrator unless
 /// the operation is open; and for a Bot-backed operation, read access to Bots (Medplum's
 /// rule: you may run what you may read).
-fn authorize_operation(
+pub fn authorize_operation(
     request: &actix_web::HttpRequest,
     definition: &fhirop::definition::OperationDefinition,
     target: &fhirop::context::Target,

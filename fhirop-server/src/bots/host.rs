@@ -63,6 +63,10 @@ pub struct HostSpec {
     /// What the Bot's calls may do: its own membership's access, or its caller's with
     /// `runAsUser`.
     pub access: Access,
+    /// Who the calls are made as (`Bot/{id}`).
+    pub caller: String,
+    /// The operations, for `medplum.get`/`post` on `$operation` URLs.
+    pub registry: Option<std::sync::Arc<fhirop::registry::OperationRegistry>>,
 }
 
 /// The [`Host`] of one execution.
@@ -101,8 +105,12 @@ impl StoreHost {
             tenant,
             base_url,
             access,
+            ..
         } = &self.spec;
         // The call's resource type: the first argument's text, or its resource's type.
+        if method == "http" {
+            return Box::pin(self.http(&text(0)?, &text(1)?, arg(2))).await;
+        }
         let target = args.get(0).and_then(|first| {
             first
                 .as_str()
@@ -242,6 +250,146 @@ async fn write_one(store: &StoreHandle, tenant: &str, write: Write) -> Result<Va
         .and_then(|result| result.stored)
         .and_then(|stored| stored.resource)
         .ok_or_else(|| OperationError::internal("the store returned nothing for a write"))
+}
+
+impl StoreHost {
+    /// `medplum.get/post/put/delete` on this server's own URLs, answered in process: REST
+    /// paths by the store calls above, `$operation` paths by the operation itself (its
+    /// binding, validation and access rules included).
+    async fn http(&self, method: &str, url: &str, body: Value) -> Result<Value, OperationError> {
+        let HostSpec { base_url, .. } = &self.spec;
+        let relative = url.strip_prefix(base_url.as_str()).unwrap_or(url);
+        if relative.contains("://") {
+            return Err(OperationError::invalid(format!(
+                "Bots call this server's own URLs only ({base_url}/...), not '{url}'"
+            )));
+        }
+        let (path, query) = relative.split_once('?').unwrap_or((relative, ""));
+        let segments: Vec<&str> = path.split('/').filter(|segment| !segment.is_empty()).collect();
+        if segments.last().is_some_and(|segment| segment.starts_with('$')) {
+            return self.operation(method, &segments, query, body).await;
+        }
+        let (call, args) = match (method, segments.as_slice()) {
+            ("GET", [resource_type]) => ("search", serde_json::json!([resource_type, query])),
+            ("POST", [resource_type, "_search"]) => ("search", serde_json::json!([resource_type, query])),
+            ("POST", [resource_type]) if body.get("resourceType").and_then(Value::as_str) == Some(*resource_type) => {
+                ("create", serde_json::json!([body]))
+            }
+            ("GET", [resource_type, id]) => ("read", serde_json::json!([resource_type, id])),
+            ("PUT", [resource_type, id])
+                if body.get("resourceType").and_then(Value::as_str) == Some(*resource_type)
+                    && body.get("id").and_then(Value::as_str) == Some(*id) =>
+            {
+                ("update", serde_json::json!([body]))
+            }
+            ("DELETE", [resource_type, id]) => ("delete", serde_json::json!([resource_type, id])),
+            ("POST", []) => ("batch", serde_json::json!([body])),
+            _ => {
+                return Err(OperationError::not_found(format!(
+                    "{method} {url} is not something a Bot can call on this server"
+                )));
+            }
+        };
+        Box::pin(self.dispatch(call, args)).await
+    }
+
+    async fn operation(
+        &self,
+        method: &str,
+        segments: &[&str],
+        query: &str,
+        body: Value,
+    ) -> Result<Value, OperationError> {
+        use fhirop::context::{BaseUrl, Caller, Target, Tenant};
+        use fhirop::definition::Level;
+        use fhirop::registry::Resolution;
+        let HostSpec {
+            store,
+            tenant,
+            base_url,
+            access,
+            caller,
+            registry,
+        } = &self.spec;
+        let registry = registry
+            .as_ref()
+            .ok_or_else(|| OperationError::internal("this Bot host has no operation registry"))?;
+        let code = segments.last().unwrap_or(&"").trim_start_matches('$');
+        let target = match segments {
+            [_] => Target {
+                level: Level::System,
+                resource_type: None,
+                id: None,
+                version_id: None,
+            },
+            [resource_type, _] => Target {
+                level: Level::Type,
+                resource_type: Some((*resource_type).to_owned()),
+                id: None,
+                version_id: None,
+            },
+            [resource_type, id, _] => Target {
+                level: Level::Instance,
+                resource_type: Some((*resource_type).to_owned()),
+                id: Some((*id).to_owned()),
+                version_id: None,
+            },
+            _ => {
+                return Err(OperationError::not_found(format!(
+                    "'{}' is not an operation URL",
+                    segments.join("/")
+                )));
+            }
+        };
+        let operation = match registry
+            .snapshot()
+            .resolve(tenant, target.level, target.resource_type.as_deref(), code)
+        {
+            Resolution::Found(operation) => operation,
+            _ => {
+                return Err(OperationError::not_found(format!(
+                    "operation ${code} is not known here"
+                )));
+            }
+        };
+        let method = actix_web::http::Method::from_bytes(method.as_bytes())
+            .map_err(|_| OperationError::invalid(format!("'{method}' is not an HTTP method")))?;
+        let request = actix_web::test::TestRequest::default()
+            .method(method)
+            .uri(&format!("/{}?{query}", segments.join("/")))
+            .insert_header(("content-type", "application/fhir+json"))
+            .app_data(store.clone())
+            .to_http_request();
+        {
+            use actix_web::HttpMessage;
+            let mut extensions = request.extensions_mut();
+            extensions.insert(Tenant(tenant.clone()));
+            extensions.insert(Caller {
+                reference: caller.clone(),
+            });
+            extensions.insert(access.clone());
+        }
+        crate::authorize_operation(&request, &operation.definition, &target)?;
+        let body = (!body.is_null()).then(|| actix_web::web::Bytes::from(body.to_string()));
+        let output = fhirop::server::call_operation(
+            &operation,
+            &request,
+            target,
+            BaseUrl::new(Some(base_url.clone()), ""),
+            body,
+        )
+        .await?;
+        match output {
+            fhirop::output::OperationOutput::Resource(value) => Ok(value),
+            fhirop::output::OperationOutput::Http(response) => {
+                let bytes = actix_web::body::to_bytes(response.into_body())
+                    .await
+                    .map_err(|_| OperationError::internal("the operation's response could not be read"))?;
+                Ok(serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())))
+            }
+        }
+    }
 }
 
 impl Host for StoreHost {

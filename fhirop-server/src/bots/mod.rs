@@ -283,6 +283,8 @@ impl Bots {
             tenant: tenant.to_owned(),
             base_url: base_url.to_owned(),
             access,
+            caller: format!("Bot/{id}"),
+            registry: self.registry.get().cloned(),
         };
         let started = (SystemTime::now(), Instant::now());
         let execution = self.pool.run(bytecode, event.to_string(), host, timeout).await?;

@@ -64,6 +64,12 @@ globalThis.medplum = Object.freeze({
   patchResource: (resourceType, id, operations) => call('patch', [resourceType, id, operations]),
   deleteResource: (resourceType, id) => call('delete', [resourceType, id]),
   executeBatch: (bundle) => call('batch', [bundle]),
+  // This server's own URLs, answered in process: REST paths and $operations.
+  fhirUrl: (...path) => ({ path: path.map(String).join('/'), toString() { return this.path; } }),
+  get: (url) => call('http', ['GET', String(url), null]),
+  post: (url, body) => call('http', ['POST', String(url), body === undefined ? null : body]),
+  put: (url, body) => call('http', ['PUT', String(url), body === undefined ? null : body]),
+  delete: (url) => call('http', ['DELETE', String(url), null]),
 });
 
 function format(value) {
