@@ -97,3 +97,27 @@ fn a_client_over_its_rate_gets_429_with_retry_after() {
         200
     );
 }
+
+#[test]
+fn parameter_count_and_json_depth_limits_are_configurable() {
+    let mut config = fhirop_server::Config::for_tests();
+    config.max_parameters = 3;
+    config.max_json_depth = 5;
+    let server = TestServer::example_with(config);
+    let entries: Vec<_> = (0..4).map(|_| json!({"name": "name", "valueString": "x"})).collect();
+    let too_many = server.post_json(
+        "/Patient/$hello",
+        &json!({"resourceType": "Parameters", "parameter": entries}),
+    );
+    assert_eq!(too_many.status, 400, "{}", too_many.body);
+    assert_eq!(too_many.issue_codes(), ["too-costly"]);
+    let deep = json!({"resourceType": "Patient", "extension": [{"extension": [{"extension": [{"url": "x"}]}]}]});
+    let refused = server.post_json("/Patient", &deep);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.issue_codes(), ["structure"]);
+    let within = server.post_json(
+        "/Patient",
+        &json!({"resourceType": "Patient", "name": [{"given": ["a"]}]}),
+    );
+    assert_eq!(within.status, 201, "{}", within.body);
+}

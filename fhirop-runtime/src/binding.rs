@@ -14,8 +14,8 @@ use crate::types::{BoundParams, ParamKind, ParamValue, lexical, search, value_su
 /// Query parameters every operation accepts (http.html, "general parameters").
 pub const GLOBAL_QUERY_PARAMETERS: [&str; 4] = ["_format", "_pretty", "_summary", "_elements"];
 
-/// The upper bound on `Parameters.parameter` entries in one request: beyond this the request
-/// is refused as too costly rather than bound.
+/// The default upper bound on `Parameters.parameter` entries in one request: beyond it the
+/// request is refused as too costly rather than bound.
 pub const MAX_PARAMETER_ENTRIES: usize = 1_000;
 
 /// Collects a request's parameters for one operation.
@@ -26,6 +26,7 @@ pub struct Binder<'d> {
     issues: Vec<Issue>,
     /// Parameters given with a bad value: reported once, not again as missing.
     rejected: Vec<String>,
+    max_parameters: usize,
 }
 
 impl<'d> Binder<'d> {
@@ -36,7 +37,14 @@ impl<'d> Binder<'d> {
             params: BoundParams::new(),
             issues: Vec::new(),
             rejected: Vec::new(),
+            max_parameters: MAX_PARAMETER_ENTRIES,
         }
+    }
+
+    /// Refuses a Parameters with more than `max` entries (default [`MAX_PARAMETER_ENTRIES`]).
+    pub fn max_parameters(mut self, max: usize) -> Binder<'d> {
+        self.max_parameters = max;
+        self
     }
 
     /// Adds query-string parameters. A complex or resource parameter in the query of a GET is
@@ -135,13 +143,14 @@ impl<'d> Binder<'d> {
                 return Ok(());
             }
         };
-        if entries.len() > MAX_PARAMETER_ENTRIES {
+        if entries.len() > self.max_parameters {
             return Err(OperationError::new(
                 StatusCode::BAD_REQUEST,
                 IssueType::TooCostly,
                 format!(
-                    "the Parameters has {} entries; at most {MAX_PARAMETER_ENTRIES} are accepted",
-                    entries.len()
+                    "the Parameters has {} entries; at most {} are accepted",
+                    entries.len(),
+                    self.max_parameters
                 ),
             ));
         }

@@ -13,8 +13,26 @@ pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 /// `application/json; charset=utf-8`
 pub const PLAIN_JSON: &str = "application/json; charset=utf-8";
 
-/// The deepest JSON nesting a request body may have.
+/// The deepest JSON nesting a request body may have, unless the server sets another.
 pub const MAX_JSON_DEPTH: usize = 100;
+
+/// How much a request body may ask of the server before it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// `Parameters.parameter` entries (beyond → 400 `too-costly`).
+    pub max_parameters: usize,
+    /// JSON nesting depth (beyond → 400 `structure`).
+    pub max_json_depth: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> InputLimits {
+        InputLimits {
+            max_parameters: crate::binding::MAX_PARAMETER_ENTRIES,
+            max_json_depth: MAX_JSON_DEPTH,
+        }
+    }
+}
 
 /// How a response is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -204,11 +222,17 @@ pub fn check_content_type(request: &HttpRequest) -> Result<(), OperationError> {
 /// Parses a request body as a JSON object, refusing nesting deeper than [`MAX_JSON_DEPTH`]
 /// before the parser sees it.
 pub fn parse_json_object(body: &[u8]) -> Result<Value, OperationError> {
-    if nesting_depth(body) > MAX_JSON_DEPTH {
+    parse_json_object_within(body, MAX_JSON_DEPTH)
+}
+
+/// Parses a request body as a JSON object, refusing nesting deeper than `max_depth` before
+/// the parser sees it.
+pub fn parse_json_object_within(body: &[u8], max_depth: usize) -> Result<Value, OperationError> {
+    if nesting_depth(body) > max_depth {
         return Err(OperationError::new(
             StatusCode::BAD_REQUEST,
             IssueType::Structure,
-            format!("the JSON body is nested deeper than {MAX_JSON_DEPTH} levels"),
+            format!("the JSON body is nested deeper than {max_depth} levels"),
         ));
     }
     match serde_json::from_slice::<Value>(body) {

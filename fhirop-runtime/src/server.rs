@@ -14,7 +14,7 @@ use crate::binding::Binder;
 use crate::capability::{ServerInfo, capability_statement};
 use crate::context::{BaseUrl, OperationContext, Target, tenant_of};
 use crate::definition::{Level, canonical_url, searchset};
-use crate::format::{ResponseFormat, check_content_type, negotiate, parse_json_object};
+use crate::format::{InputLimits, ResponseFormat, check_content_type, negotiate, parse_json_object_within};
 use crate::operation::{IntoOperations, OperationCall};
 use crate::outcome::{IssueType, OperationError};
 use crate::output::OperationOutput;
@@ -37,6 +37,7 @@ pub struct ServerState {
     info: ServerInfo,
     extra_resource_types: Vec<String>,
     authorizer: AuthorizerSlot,
+    input_limits: InputLimits,
 }
 
 /// The server's authorizer, if it has one.
@@ -69,6 +70,11 @@ impl ServerState {
     /// The largest request body accepted, in bytes.
     pub fn body_limit(&self) -> usize {
         self.body_limit
+    }
+
+    /// How many Parameters entries and how deep a JSON body may be.
+    pub fn input_limits(&self) -> InputLimits {
+        self.input_limits
     }
 
     /// Whether `name` is a resource type this server knows: an R4 one or one it declares.
@@ -124,6 +130,7 @@ impl FhirServer {
                 info: ServerInfo::default(),
                 extra_resource_types: Vec::new(),
                 authorizer: AuthorizerSlot::default(),
+                input_limits: InputLimits::default(),
             },
             pending: Vec::new(),
         }
@@ -214,6 +221,12 @@ impl FhirServerBuilder {
     /// What the CapabilityStatement says about the software.
     pub fn server_info(mut self, info: ServerInfo) -> Self {
         self.state.info = info;
+        self
+    }
+
+    /// How many Parameters entries and how deep a JSON body may be.
+    pub fn input_limits(mut self, limits: InputLimits) -> Self {
+        self.state.input_limits = limits;
         self
     }
 
@@ -544,7 +557,7 @@ async fn invoke(
         Some(read_body(request, payload, state.body_limit).await?)
     };
     let base_url = BaseUrl::new(state.public_base_url.clone(), &state.base_path);
-    let (output, context) = execute(&operation, request, target, base_url, body).await?;
+    let (output, context) = execute(&operation, request, target, base_url, body, state.input_limits).await?;
     let (status, headers) = context.take_response_control();
     let mut response = match output {
         OperationOutput::Resource(body) => format.respond(status.unwrap_or(StatusCode::OK), &body),
@@ -565,6 +578,7 @@ async fn execute(
     target: Target,
     base_url: BaseUrl,
     body: Option<Bytes>,
+    limits: InputLimits,
 ) -> Result<(OperationOutput, OperationContext), OperationError> {
     let definition = &operation.definition;
     let is_get = request.method() == Method::GET;
@@ -572,11 +586,11 @@ async fn execute(
         Default::default()
     } else {
         let query = form_urlencoded::parse(request.query_string().as_bytes()).collect::<Vec<_>>();
-        let mut binder = Binder::new(definition);
+        let mut binder = Binder::new(definition).max_parameters(limits.max_parameters);
         binder.add_query(query.iter().map(|(key, value)| (key.as_ref(), value.as_ref())), is_get)?;
         if let Some(body) = body.as_ref().filter(|body| !body.is_empty()) {
             check_content_type(request)?;
-            let json = parse_json_object(body)?;
+            let json = parse_json_object_within(body, limits.max_json_depth)?;
             if json.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
                 binder.add_parameters(json)?;
             } else if let Err(json) = binder.add_bare_resource(json) {
@@ -632,6 +646,7 @@ pub async fn call_operation(
     target: Target,
     base_url: BaseUrl,
     body: Option<Bytes>,
+    limits: InputLimits,
 ) -> Result<OperationOutput, OperationError> {
     if request.method() == Method::GET && operation.definition.affects_state {
         return Err(OperationError::new(
@@ -643,7 +658,7 @@ pub async fn call_operation(
             ),
         ));
     }
-    execute(operation, request, target, base_url, body)
+    execute(operation, request, target, base_url, body, limits)
         .await
         .map(|(output, _)| output)
 }

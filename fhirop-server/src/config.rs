@@ -42,6 +42,14 @@ pub struct Config {
     #[arg(long, env = "FHIROP_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
 
+    /// The most `Parameters.parameter` entries a request may carry (beyond → 400 too-costly).
+    #[arg(long, env = "FHIROP_MAX_PARAMETERS", default_value_t = fhirop::binding::MAX_PARAMETER_ENTRIES)]
+    pub max_parameters: usize,
+
+    /// The deepest JSON nesting a request body may have (beyond → 400 structure).
+    #[arg(long, env = "FHIROP_MAX_JSON_DEPTH", default_value_t = fhirop::format::MAX_JSON_DEPTH)]
+    pub max_json_depth: usize,
+
     /// How long an access token from /oauth2/token lives, in seconds.
     #[arg(long, env = "FHIROP_TOKEN_TTL", default_value_t = 3600)]
     pub token_ttl: u64,
@@ -87,6 +95,8 @@ impl Config {
             admin_token: Some(TEST_ADMIN_TOKEN.to_owned()),
             rate_limit: 1000,
             token_ttl: 3600,
+            max_parameters: fhirop::binding::MAX_PARAMETER_ENTRIES,
+            max_json_depth: fhirop::format::MAX_JSON_DEPTH,
             bot_workers: Some(2),
             bot_queue: 256,
             bot_timeout: 10,

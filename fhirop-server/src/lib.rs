@@ -61,6 +61,10 @@ pub fn build(
     builder
         .base_path(&config.base_path)
         .body_limit(config.body_limit)
+        .input_limits(fhirop::format::InputLimits {
+            max_parameters: config.max_parameters,
+            max_json_depth: config.max_json_depth,
+        })
         .server_info(ServerInfo {
             software_name: "fhirop-server".into(),
             description: "The fhirop example server".into(),
@@ -206,7 +210,16 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
         ..SandboxLimits::default()
     };
     let pool = BotPool::start(config.bot_workers.unwrap_or(cores), config.bot_queue, limits)?;
-    let bots = Arc::new(Bots::start(store.clone(), pool, config.strict_operation_levels)?);
+    let input_limits = fhirop::format::InputLimits {
+        max_parameters: config.max_parameters,
+        max_json_depth: config.max_json_depth,
+    };
+    let bots = Arc::new(Bots::start(
+        store.clone(),
+        pool,
+        config.strict_operation_levels,
+        input_limits,
+    )?);
     let watcher = Arc::downgrade(&bots);
     observed.listen(Box::new(move |tenant, stored| {
         let Some(bots) = watcher.upgrade() else { return };

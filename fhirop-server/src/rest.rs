@@ -4,7 +4,7 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, Scope, web};
 use fhirop::context::tenant_of;
-use fhirop::format::{ResponseFormat, check_content_type, negotiate, parse_json_object};
+use fhirop::format::{ResponseFormat, check_content_type, negotiate, parse_json_object_within};
 use fhirop::outcome::{IssueType, OperationError, OperationOutcome};
 use fhirop::server::{ServerState, read_body};
 use fhirop::store::{ReadResult, SearchQuery, SortOrder, StoreHandle, StoredResource, Write};
@@ -126,7 +126,7 @@ async fn resource_body(
     if body.is_empty() {
         return Err(OperationError::invalid("the request needs a resource in its body"));
     }
-    let resource = parse_json_object(&body)?;
+    let resource = parse_json_object_within(&body, state.input_limits().max_json_depth)?;
     check_resource(&resource, resource_type)?;
     Ok(resource)
 }
@@ -562,7 +562,7 @@ async fn bundle_route(request: HttpRequest, payload: web::Payload, state: web::D
     rest!(request, state, |rest| {
         let body = read_body(&request, payload, state.body_limit()).await?;
         check_content_type(&request)?;
-        let bundle = parse_json_object(&body)?;
+        let bundle = parse_json_object_within(&body, state.input_limits().max_json_depth)?;
         let response = process_bundle(&rest.store, &rest.tenant, &rest.access, bundle).await?;
         Ok(rest.format.respond(StatusCode::OK, &response))
     })

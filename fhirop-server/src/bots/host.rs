@@ -67,6 +67,8 @@ pub struct HostSpec {
     pub caller: String,
     /// The operations, for `medplum.get`/`post` on `$operation` URLs.
     pub registry: Option<std::sync::Arc<fhirop::registry::OperationRegistry>>,
+    /// The server's input limits, which apply to in-process operation calls too.
+    pub limits: fhirop::format::InputLimits,
 }
 
 /// The [`Host`] of one execution.
@@ -310,6 +312,7 @@ impl StoreHost {
             access,
             caller,
             registry,
+            limits,
         } = &self.spec;
         let registry = registry
             .as_ref()
@@ -377,6 +380,7 @@ impl StoreHost {
             target,
             BaseUrl::new(Some(base_url.clone()), ""),
             body,
+            *limits,
         )
         .await?;
         match output {

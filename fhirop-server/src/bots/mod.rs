@@ -63,6 +63,8 @@ pub struct Bots {
     registry: OnceLock<Arc<OperationRegistry>>,
     compiled: RwLock<HashMap<(String, String), Arc<Compiled>>>,
     strict_levels: bool,
+    /// The server's input limits, for the operations Bots call in process.
+    limits: fhirop::format::InputLimits,
 }
 
 /// What a Bot returned.
@@ -113,7 +115,12 @@ pub fn implementing_bot(definition: &Value) -> Option<Result<String, OperationEr
 
 impl Bots {
     /// The service, with its worker pool and AuditEvent writer running.
-    pub fn start(store: StoreHandle, pool: BotPool, strict_levels: bool) -> std::io::Result<Bots> {
+    pub fn start(
+        store: StoreHandle,
+        pool: BotPool,
+        strict_levels: bool,
+        limits: fhirop::format::InputLimits,
+    ) -> std::io::Result<Bots> {
         Ok(Bots {
             pool,
             audit: AuditWriter::start(store.clone())?,
@@ -121,6 +128,7 @@ impl Bots {
             registry: OnceLock::new(),
             compiled: RwLock::default(),
             strict_levels,
+            limits,
         })
     }
 
@@ -285,6 +293,7 @@ impl Bots {
             access,
             caller: format!("Bot/{id}"),
             registry: self.registry.get().cloned(),
+            limits: self.limits,
         };
         let started = (SystemTime::now(), Instant::now());
         let execution = self.pool.run(bytecode, event.to_string(), host, timeout).await?;
