@@ -2,20 +2,11 @@
 
 mod common;
 
-use common::{Reply, TestServer, send, send_unauthenticated};
+use common::{Reply, TestServer, admin_post, send, send_unauthenticated};
 use serde_json::{Value, json};
 
 struct Member {
     token: String,
-}
-
-fn admin_post(server: &TestServer, path: &str, body: &Value) -> Reply {
-    send(
-        "POST",
-        &format!("http://{}{path}", server.addr),
-        &[("Content-Type", "application/json")],
-        Some(body.to_string().as_bytes()),
-    )
 }
 
 fn member(server: &TestServer, project: &str, policy: Option<&str>) -> Member {

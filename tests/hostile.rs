@@ -8,57 +8,12 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Reply, TestServer, send, send_unauthenticated};
+use common::{ADMIN_TOKEN, Reply, TestServer, as_client, client, origin, project, send, send_unauthenticated, token};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: projects, clients and tokens (as tests/projects.rs makes them).
 // ---------------------------------------------------------------------------------------------
-
-fn origin(server: &TestServer) -> String {
-    format!("http://{}", server.addr)
-}
-
-fn admin_post(server: &TestServer, path: &str, body: &Value) -> Reply {
-    send(
-        "POST",
-        &format!("{}{path}", origin(server)),
-        &[("Content-Type", "application/json")],
-        Some(body.to_string().as_bytes()),
-    )
-}
-
-fn project(server: &TestServer, name: &str) -> String {
-    let reply = admin_post(server, "/admin/projects", &json!({"name": name}));
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["id"].as_str().unwrap().to_owned()
-}
-
-/// (client id, secret)
-fn client(server: &TestServer, project: &str) -> (String, String) {
-    let reply = admin_post(
-        server,
-        &format!("/admin/projects/{project}/client"),
-        &json!({"name": "app"}),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    let body = reply.json();
-    (
-        body["id"].as_str().unwrap().to_owned(),
-        body["secret"].as_str().unwrap().to_owned(),
-    )
-}
-
-fn token(server: &TestServer, client_id: &str, secret: &str) -> String {
-    let reply = send_unauthenticated(
-        "POST",
-        &format!("{}/oauth2/token", origin(server)),
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        Some(format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}").as_bytes()),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["access_token"].as_str().unwrap().to_owned()
-}
 
 /// A project with one client: (project id, client id, token).
 fn tenant(server: &TestServer, name: &str) -> (String, String, String) {
@@ -68,21 +23,9 @@ fn tenant(server: &TestServer, name: &str) -> (String, String, String) {
     (project_id, client_id, access)
 }
 
-/// A request with `Authorization: Bearer {token}` (any text, however broken).
-fn as_bearer(server: &TestServer, token: &str, method: &str, path: &str, body: Option<&Value>) -> Reply {
-    let bearer = format!("Bearer {token}");
-    let text = body.map(Value::to_string);
-    send(
-        method,
-        &server.url(path),
-        &[("Authorization", &bearer), ("Content-Type", "application/fhir+json")],
-        text.as_deref().map(str::as_bytes),
-    )
-}
-
 /// How many Patients the caller of `token` sees (`_summary=count`).
 fn patient_count(server: &TestServer, token: &str) -> u64 {
-    let reply = as_bearer(server, token, "GET", "/Patient?_summary=count", None);
+    let reply = as_client(server, token, "GET", "/Patient?_summary=count", None);
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.json()["total"].as_u64().unwrap()
 }
@@ -93,7 +36,7 @@ fn patient(gender: &str) -> Value {
 
 /// Creates a Patient as the caller of `token`; its id.
 fn create_patient(server: &TestServer, token: &str, gender: &str) -> String {
-    let reply = as_bearer(server, token, "POST", "/Patient", Some(&patient(gender)));
+    let reply = as_client(server, token, "POST", "/Patient", Some(&patient(gender)));
     assert_eq!(reply.status, 201, "{}", reply.body);
     reply.json()["id"].as_str().unwrap().to_owned()
 }
@@ -296,12 +239,12 @@ fn missing_garbled_and_forged_tokens_are_401_login_and_store_nothing() {
         ("admin token with a suffix", &format!("{ADMIN_TOKEN}x")),
     ] {
         assert_unauthorized(
-            &as_bearer(&server, bad, "GET", "/Patient", None),
+            &as_client(&server, bad, "GET", "/Patient", None),
             Some("invalid_token"),
             case,
         );
         assert_unauthorized(
-            &as_bearer(&server, bad, "POST", "/Patient", Some(&patient("female"))),
+            &as_client(&server, bad, "POST", "/Patient", Some(&patient("female"))),
             Some("invalid_token"),
             case,
         );
@@ -322,7 +265,7 @@ fn missing_garbled_and_forged_tokens_are_401_login_and_store_nothing() {
         "nothing stored in the default project"
     );
     // The genuine token still works after all that.
-    assert_eq!(as_bearer(&server, &good, "GET", "/Patient", None).status, 200);
+    assert_eq!(as_client(&server, &good, "GET", "/Patient", None).status, 200);
 }
 
 #[test]
@@ -333,12 +276,12 @@ fn an_expired_token_is_401_login() {
     let admin_before = patient_count(&server, ADMIN_TOKEN);
     let (_, _, expired) = tenant(&server, "short-lived");
     assert_unauthorized(
-        &as_bearer(&server, &expired, "GET", "/Patient", None),
+        &as_client(&server, &expired, "GET", "/Patient", None),
         Some("invalid_token"),
         "expired, GET",
     );
     assert_unauthorized(
-        &as_bearer(&server, &expired, "POST", "/Patient", Some(&patient("male"))),
+        &as_client(&server, &expired, "POST", "/Patient", Some(&patient("male"))),
         Some("invalid_token"),
         "expired, POST",
     );
@@ -365,12 +308,12 @@ fn a_revoked_clients_token_is_401_login_and_stores_nothing() {
     );
     assert_eq!(deleted.status, 200, "{}", deleted.body);
     assert_unauthorized(
-        &as_bearer(&server, &revoked, "GET", "/Patient", None),
+        &as_client(&server, &revoked, "GET", "/Patient", None),
         Some("invalid_token"),
         "revoked, GET",
     );
     assert_unauthorized(
-        &as_bearer(&server, &revoked, "POST", "/Patient", Some(&patient("male"))),
+        &as_client(&server, &revoked, "POST", "/Patient", Some(&patient("male"))),
         Some("invalid_token"),
         "revoked, POST",
     );
@@ -388,14 +331,14 @@ fn project_a_cannot_read_search_change_or_delete_project_bs_patient() {
     let (_, _, b) = tenant(&server, "b");
     let b_id = create_patient(&server, &b, "female");
     let b_path = format!("/Patient/{b_id}");
-    let b_before = as_bearer(&server, &b, "GET", &b_path, None);
+    let b_before = as_client(&server, &b, "GET", &b_path, None);
     assert_eq!(b_before.status, 200);
     // An id of the same form that exists nowhere.
     let nowhere = "00000000-0000-4000-8000-000000000000";
 
     // Read: a 404 indistinguishable from a missing id.
-    let read = as_bearer(&server, &a, "GET", &b_path, None);
-    let missing = as_bearer(&server, &a, "GET", &format!("/Patient/{nowhere}"), None);
+    let read = as_client(&server, &a, "GET", &b_path, None);
+    let missing = as_client(&server, &a, "GET", &format!("/Patient/{nowhere}"), None);
     assert_eq!(read.status, 404, "{}", read.body);
     assert_eq!(missing.status, 404);
     assert_eq!(read.issue_codes(), ["not-found"]);
@@ -408,17 +351,17 @@ fn project_a_cannot_read_search_change_or_delete_project_bs_patient() {
         "/Patient?gender=female".to_owned(),
         "/Patient".to_owned(),
     ] {
-        let reply = as_bearer(&server, &a, "GET", &search, None);
+        let reply = as_client(&server, &a, "GET", &search, None);
         assert_eq!(reply.status, 200, "{search}: {}", reply.body);
         assert_eq!(reply.json()["total"], 0, "{search}: {}", reply.body);
         assert!(reply.json().get("entry").is_none(), "{search}: {}", reply.body);
     }
 
     // Version read and batch: the same isolation.
-    let vread = as_bearer(&server, &a, "GET", &format!("{b_path}/_history/1"), None);
+    let vread = as_client(&server, &a, "GET", &format!("{b_path}/_history/1"), None);
     assert_eq!(vread.status, 404, "{}", vread.body);
     assert_eq!(vread.issue_codes(), ["not-found"]);
-    let batch = as_bearer(
+    let batch = as_client(
         &server,
         &a,
         "POST",
@@ -447,23 +390,23 @@ fn project_a_cannot_read_search_change_or_delete_project_bs_patient() {
         batch.json()["entry"][0]["response"]["outcome"]["issue"][0]["code"],
         "not-found"
     );
-    assert_eq!(as_bearer(&server, &b, "GET", &b_path, None).json(), b_before.json());
+    assert_eq!(as_client(&server, &b, "GET", &b_path, None).json(), b_before.json());
 
     // History: B's versions stay B's.
-    let history = as_bearer(&server, &a, "GET", &format!("{b_path}/_history"), None);
+    let history = as_client(&server, &a, "GET", &format!("{b_path}/_history"), None);
     assert_eq!(history.status, 404, "{}", history.body);
     assert_eq!(history.issue_codes(), ["not-found"]);
 
     // Delete: 404, and B's Patient is still there for B.
-    let delete = as_bearer(&server, &a, "DELETE", &b_path, None);
+    let delete = as_client(&server, &a, "DELETE", &b_path, None);
     assert_eq!(delete.status, 404, "{}", delete.body);
     assert_eq!(delete.issue_codes(), ["not-found"]);
-    let after_delete = as_bearer(&server, &b, "GET", &b_path, None);
+    let after_delete = as_client(&server, &b, "GET", &b_path, None);
     assert_eq!(after_delete.status, 200);
     assert_eq!(after_delete.json(), b_before.json());
 
     // Update: A's PUT makes A's own Patient under that id (update-as-create); B's is untouched.
-    let update = as_bearer(
+    let update = as_client(
         &server,
         &a,
         "PUT",
@@ -476,7 +419,7 @@ fn project_a_cannot_read_search_change_or_delete_project_bs_patient() {
         "1",
         "a new resource, not B's version 2"
     );
-    let after_update = as_bearer(&server, &b, "GET", &b_path, None);
+    let after_update = as_client(&server, &b, "GET", &b_path, None);
     assert_eq!(after_update.status, 200);
     assert_eq!(after_update.json(), b_before.json(), "B's Patient is unchanged");
     assert_eq!(after_update.header("etag"), b_before.header("etag"));
@@ -491,20 +434,20 @@ fn project_a_cannot_run_everything_on_bs_patient_nor_bs_bot_operations() {
     let b_id = create_patient(&server, &b, "female");
     let nowhere = "00000000-0000-4000-8000-000000000000";
 
-    let everything = as_bearer(&server, &a, "GET", &format!("/Patient/{b_id}/$everything"), None);
-    let missing = as_bearer(&server, &a, "GET", &format!("/Patient/{nowhere}/$everything"), None);
+    let everything = as_client(&server, &a, "GET", &format!("/Patient/{b_id}/$everything"), None);
+    let missing = as_client(&server, &a, "GET", &format!("/Patient/{nowhere}/$everything"), None);
     assert_eq!(everything.status, 404, "{}", everything.body);
     assert_eq!(everything.issue_codes(), ["not-found"]);
     assert_eq!(masked(&everything.body, &[&b_id]), masked(&missing.body, &[nowhere]));
     assert!(!everything.body.contains("female"));
     // B's own call works, so the 404 is isolation, not a broken operation.
     assert_eq!(
-        as_bearer(&server, &b, "GET", &format!("/Patient/{b_id}/$everything"), None).status,
+        as_client(&server, &b, "GET", &format!("/Patient/{b_id}/$everything"), None).status,
         200
     );
 
     // A Bot-backed system operation that only B defines.
-    let bot = as_bearer(
+    let bot = as_client(
         &server,
         &b,
         "POST",
@@ -513,7 +456,7 @@ fn project_a_cannot_run_everything_on_bs_patient_nor_bs_bot_operations() {
     );
     assert_eq!(bot.status, 201, "{}", bot.body);
     let bot_id = bot.json()["id"].as_str().unwrap().to_owned();
-    let deployed = as_bearer(
+    let deployed = as_client(
         &server,
         &b,
         "POST",
@@ -521,7 +464,7 @@ fn project_a_cannot_run_everything_on_bs_patient_nor_bs_bot_operations() {
         Some(&json!({"code": "exports.handler = async () => ({ answer: 'secret of b' });"})),
     );
     assert_eq!(deployed.status, 200, "{}", deployed.body);
-    let definition = as_bearer(
+    let definition = as_client(
         &server,
         &b,
         "POST",
@@ -537,20 +480,20 @@ fn project_a_cannot_run_everything_on_bs_patient_nor_bs_bot_operations() {
     );
     assert_eq!(definition.status, 201, "{}", definition.body);
     assert_eq!(
-        as_bearer(&server, &b, "POST", "/$only-b", None).json()["parameter"][0]["valueString"],
+        as_client(&server, &b, "POST", "/$only-b", None).json()["parameter"][0]["valueString"],
         "secret of b"
     );
 
-    let hidden = as_bearer(&server, &a, "POST", "/$only-b", None);
-    let unknown = as_bearer(&server, &a, "POST", "/$only-x", None);
+    let hidden = as_client(&server, &a, "POST", "/$only-b", None);
+    let unknown = as_client(&server, &a, "POST", "/$only-x", None);
     assert_eq!(hidden.status, 404, "{}", hidden.body);
     assert_eq!(hidden.issue_codes(), ["not-supported"]);
     assert_eq!(masked(&hidden.body, &["only-b"]), masked(&unknown.body, &["only-x"]));
     assert!(!hidden.body.contains("secret of b"));
     // Nor can A reach B's Bot by id.
-    let bot_read = as_bearer(&server, &a, "GET", &format!("/Bot/{bot_id}"), None);
+    let bot_read = as_client(&server, &a, "GET", &format!("/Bot/{bot_id}"), None);
     assert_eq!(bot_read.status, 404, "{}", bot_read.body);
-    let execute = as_bearer(
+    let execute = as_client(
         &server,
         &a,
         "POST",
@@ -927,7 +870,7 @@ fn wrong_tokens_are_throttled_too() {
     let mut refused = 0;
     let mut throttled = None;
     for index in 0..200 {
-        let reply = as_bearer(&server, &format!("guess-{index}"), "GET", "/Patient", None);
+        let reply = as_client(&server, &format!("guess-{index}"), "GET", "/Patient", None);
         match reply.status {
             401 => {
                 assert_unauthorized(&reply, Some("invalid_token"), "a guess");

@@ -4,77 +4,11 @@
 mod common;
 
 use base64::Engine as _;
-use common::{FHIR_JSON, Reply, TestServer, send, send_unauthenticated};
-use serde_json::{Value, json};
-
-fn origin(server: &TestServer) -> String {
-    format!("http://{}", server.addr)
-}
-
-fn admin_post(server: &TestServer, path: &str, body: &Value) -> Reply {
-    send(
-        "POST",
-        &format!("{}{path}", origin(server)),
-        &[("Content-Type", "application/json")],
-        Some(body.to_string().as_bytes()),
-    )
-}
-
-fn project(server: &TestServer, name: &str) -> String {
-    let reply = admin_post(server, "/admin/projects", &json!({"name": name}));
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    assert_eq!(reply.json()["resourceType"], "Project");
-    assert_eq!(reply.json()["name"], name);
-    reply.json()["id"].as_str().unwrap().to_owned()
-}
-
-/// (client id, secret)
-fn client(server: &TestServer, project: &str) -> (String, String) {
-    let reply = admin_post(
-        server,
-        &format!("/admin/projects/{project}/client"),
-        &json!({"name": "app"}),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    let body = reply.json();
-    assert_eq!(body["resourceType"], "ClientApplication");
-    (
-        body["id"].as_str().unwrap().to_owned(),
-        body["secret"].as_str().unwrap().to_owned(),
-    )
-}
-
-fn token_request(server: &TestServer, headers: &[(&str, &str)], form: &str) -> Reply {
-    let mut headers = headers.to_vec();
-    headers.push(("Content-Type", "application/x-www-form-urlencoded"));
-    send_unauthenticated(
-        "POST",
-        &format!("{}/oauth2/token", origin(server)),
-        &headers,
-        Some(form.as_bytes()),
-    )
-}
-
-fn token(server: &TestServer, client_id: &str, secret: &str) -> String {
-    let reply = token_request(
-        server,
-        &[],
-        &format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}"),
-    );
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.json()["access_token"].as_str().unwrap().to_owned()
-}
-
-fn as_client(server: &TestServer, token: &str, method: &str, path: &str, body: Option<&Value>) -> Reply {
-    let bearer = format!("Bearer {token}");
-    let text = body.map(Value::to_string);
-    send(
-        method,
-        &server.url(path),
-        &[("Authorization", &bearer), ("Content-Type", "application/fhir+json")],
-        text.as_deref().map(str::as_bytes),
-    )
-}
+use common::{
+    FHIR_JSON, Reply, TestServer, admin_post, as_client, client, origin, project, send, send_unauthenticated, token,
+    token_request,
+};
+use serde_json::json;
 
 #[test]
 fn client_credentials_give_a_token_by_basic_or_form() {

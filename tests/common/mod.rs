@@ -190,3 +190,81 @@ pub fn send_unauthenticated(method: &str, url: &str, headers: &[(&str, &str)], b
 
 /// The `application/fhir+json; charset=utf-8` every FHIR response carries by default.
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// `http://{addr}`: where the admin API and the token endpoint live.
+pub fn origin(server: &TestServer) -> String {
+    format!("http://{}", server.addr)
+}
+
+/// POSTs JSON to the admin API as the admin.
+pub fn admin_post(server: &TestServer, path: &str, body: &Value) -> Reply {
+    send(
+        "POST",
+        &format!("{}{path}", origin(server)),
+        &[("Content-Type", "application/json")],
+        Some(body.to_string().as_bytes()),
+    )
+}
+
+/// Creates a project; returns its id.
+pub fn project(server: &TestServer, name: &str) -> String {
+    let reply = admin_post(server, "/admin/projects", &serde_json::json!({"name": name}));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.json()["resourceType"], "Project");
+    assert_eq!(reply.json()["name"], name);
+    reply.json()["id"].as_str().expect("a project id").to_owned()
+}
+
+/// Creates a client in `project`; returns (client id, secret).
+pub fn client(server: &TestServer, project: &str) -> (String, String) {
+    let reply = admin_post(
+        server,
+        &format!("/admin/projects/{project}/client"),
+        &serde_json::json!({"name": "app"}),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["resourceType"], "ClientApplication");
+    (
+        body["id"].as_str().expect("a client id").to_owned(),
+        body["secret"].as_str().expect("a secret").to_owned(),
+    )
+}
+
+/// POSTs a form to the token endpoint with `headers`.
+pub fn token_request(server: &TestServer, headers: &[(&str, &str)], form: &str) -> Reply {
+    let mut headers = headers.to_vec();
+    headers.push(("Content-Type", "application/x-www-form-urlencoded"));
+    send_unauthenticated(
+        "POST",
+        &format!("{}/oauth2/token", origin(server)),
+        &headers,
+        Some(form.as_bytes()),
+    )
+}
+
+/// An access token for a client by its credentials.
+pub fn token(server: &TestServer, client_id: &str, secret: &str) -> String {
+    let reply = token_request(
+        server,
+        &[],
+        &format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}"),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
+
+/// A request with `Authorization: Bearer {token}` (any text, however broken).
+pub fn as_client(server: &TestServer, token: &str, method: &str, path: &str, body: Option<&Value>) -> Reply {
+    let bearer = format!("Bearer {token}");
+    let text = body.map(Value::to_string);
+    send(
+        method,
+        &server.url(path),
+        &[("Authorization", &bearer), ("Content-Type", "application/fhir+json")],
+        text.as_deref().map(str::as_bytes),
+    )
+}
