@@ -416,7 +416,7 @@ async fn history_route(request: HttpRequest, state: web::Data<ServerState>) -> H
             }
             bundle.entries.push(entry);
         }
-        Ok(rest.format.respond(StatusCode::OK, &bundle.to_json()))
+        Ok(rest.format.respond(StatusCode::OK, &bundle.into_json()))
     })
 }
 
@@ -554,7 +554,7 @@ async fn search_route(request: HttpRequest, payload: web::Payload, state: web::D
         let result = rest.store.search(&rest.tenant, &query).await?;
         Ok(rest
             .format
-            .respond(StatusCode::OK, &searchset(&rest.base_url, &query, result).to_json()))
+            .respond(StatusCode::OK, &searchset(&rest.base_url, &query, result).into_json()))
     })
 }
 

@@ -214,12 +214,12 @@ impl BoundParams {
         self.entries.is_empty()
     }
 
-    /// The `Parameters.parameter` entries for these values.
-    pub fn to_parameter_entries(&self) -> Vec<Value> {
+    /// The `Parameters.parameter` entries for these values, which move into them.
+    pub fn into_parameter_entries(self) -> Vec<Value> {
         let mut entries = Vec::new();
-        for (name, values) in &self.entries {
+        for (name, values) in self.entries {
             for value in values {
-                entries.push(parameter_entry(name, value));
+                entries.push(parameter_entry(&name, value));
             }
         }
         entries
@@ -229,7 +229,7 @@ impl BoundParams {
     pub fn into_parameters_resource(self) -> Value {
         let mut parameters = serde_json::Map::new();
         parameters.insert("resourceType".into(), "Parameters".into());
-        let entries = self.to_parameter_entries();
+        let entries = self.into_parameter_entries();
         if !entries.is_empty() {
             parameters.insert("parameter".into(), entries.into());
         }
@@ -237,21 +237,22 @@ impl BoundParams {
     }
 }
 
-fn parameter_entry(name: &str, value: &ParamValue) -> Value {
+/// One `Parameters.parameter` entry; the value moves into it (outputs can be whole resources).
+fn parameter_entry(name: &str, value: ParamValue) -> Value {
     let mut entry = serde_json::Map::new();
     entry.insert("name".into(), name.into());
     match value {
         ParamValue::Text { text, .. } => {
-            entry.insert("valueString".into(), text.as_str().into());
+            entry.insert("valueString".into(), text.into());
         }
         ParamValue::Value { fhir_type, value } => {
-            entry.insert(format!("value{}", value_suffix(fhir_type)), value.clone());
+            entry.insert(format!("value{}", value_suffix(&fhir_type)), value);
         }
         ParamValue::Resource(resource) => {
-            entry.insert("resource".into(), resource.clone());
+            entry.insert("resource".into(), resource);
         }
         ParamValue::Parts(parts) => {
-            entry.insert("part".into(), parts.to_parameter_entries().into());
+            entry.insert("part".into(), parts.into_parameter_entries().into());
         }
     }
     Value::Object(entry)

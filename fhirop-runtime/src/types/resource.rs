@@ -169,6 +169,12 @@ impl Bundle {
 
     /// The resource as FHIR JSON.
     pub fn to_json(&self) -> Value {
+        self.clone().into_json()
+    }
+
+    /// The resource as FHIR JSON; the entries move into it (a Bundle can hold a patient's
+    /// whole record).
+    pub fn into_json(self) -> Value {
         let mut bundle = Map::new();
         bundle.insert("resourceType".into(), "Bundle".into());
         bundle.insert("type".into(), self.bundle_type.as_str().into());
@@ -184,7 +190,7 @@ impl Bundle {
             bundle.insert("link".into(), Value::Array(links));
         }
         if !self.entries.is_empty() {
-            bundle.insert("entry".into(), self.entries.clone().into());
+            bundle.insert("entry".into(), self.entries.into());
         }
         Value::Object(bundle)
     }
@@ -234,7 +240,7 @@ impl FhirParam for Bundle {
 
 impl ToParamValue for Bundle {
     fn to_param_value(self) -> ParamValue {
-        ParamValue::Resource(self.to_json())
+        ParamValue::Resource(self.into_json())
     }
 }
 
@@ -243,7 +249,7 @@ impl IntoOperationOutput for Bundle {
         return_resource("Bundle")
     }
     fn into_output(self) -> Result<OperationOutput, OperationError> {
-        Ok(OperationOutput::Resource(self.to_json()))
+        Ok(OperationOutput::Resource(self.into_json()))
     }
 }
 

@@ -132,7 +132,7 @@ impl StoreHost {
                 let pairs = query_pairs(text(1)?.as_bytes());
                 let query = search_query(&resource_type, pairs, false)?;
                 let result = store.search(tenant, &query).await?;
-                Ok(searchset(base_url, &query, result).to_json())
+                Ok(searchset(base_url, &query, result).into_json())
             }
             "create" => {
                 let mut resource = arg(0);
