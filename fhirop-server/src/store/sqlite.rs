@@ -29,7 +29,11 @@ const SCHEMA: &[&str] = &[
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
         last_updated TEXT NOT NULL, last_updated_ms INTEGER NOT NULL, deleted INTEGER NOT NULL, body TEXT,
         PRIMARY KEY (tenant, resource_type, id))",
-    "CREATE INDEX IF NOT EXISTS resource_current_updated ON resource_current (tenant, resource_type, last_updated_ms)",
+    // Search pages are ordered by (last_updated_ms, id): with id in the index SQLite walks it in
+    // order and stops at the page's end, instead of sorting every match that shares a
+    // millisecond (a transaction's resources all do).
+    "DROP INDEX IF EXISTS resource_current_updated",
+    "CREATE INDEX IF NOT EXISTS resource_current_order ON resource_current (tenant, resource_type, last_updated_ms, id)",
     "CREATE TABLE IF NOT EXISTS search_token (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         system TEXT, code TEXT NOT NULL)",
@@ -133,18 +137,18 @@ fn read_result(stored: Option<StoredResource>) -> ReadResult {
     }
 }
 
-fn bind_all<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    values: &'q [SqlValue],
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    for value in values {
-        query = match value {
-            SqlValue::Text(text) => query.bind(text.as_str()),
-            SqlValue::Integer(number) => query.bind(*number),
-            SqlValue::Null => query.bind(None::<String>),
-        };
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn bind_value<'q>(query: SqliteQuery<'q>, value: &'q SqlValue) -> SqliteQuery<'q> {
+    match value {
+        SqlValue::Text(text) => query.bind(text.as_str()),
+        SqlValue::Integer(number) => query.bind(*number),
+        SqlValue::Null => query.bind(None::<String>),
     }
-    query
+}
+
+fn bind_all<'q>(query: SqliteQuery<'q>, values: &'q [SqlValue]) -> SqliteQuery<'q> {
+    values.iter().fold(query, bind_value)
 }
 
 /// The current time as `meta.lastUpdated` and as epoch milliseconds.
@@ -203,92 +207,175 @@ async fn current_version(
     .transpose()
 }
 
-/// Writes one version and its index rows.
-async fn put_version(
+/// Whether versions start their resources' lives or follow ones that may have index rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lineage {
+    /// No row exists for these ids: current rows are inserted (a clash is an error) and there
+    /// are no index rows to clear.
+    First,
+    /// Rows exist: they are replaced and their index rows are cleared first.
+    Following,
+}
+
+/// One version to write: its key, its body (`None` for a deletion) and its index rows.
+struct VersionRow {
+    resource_type: String,
+    id: String,
+    version: u64,
+    body: Option<String>,
+    index: Vec<(&'static str, IndexValue)>,
+}
+
+impl VersionRow {
+    fn new(resource_type: String, id: String, version: u64, resource: Option<&Value>) -> VersionRow {
+        VersionRow {
+            index: resource
+                .map(|resource| index_values(&resource_type, resource))
+                .unwrap_or_default(),
+            body: resource.map(Value::to_string),
+            resource_type,
+            id,
+            version,
+        }
+    }
+}
+
+/// Rows one multi-row INSERT carries at most (at eight bound values each, far below SQLite's
+/// limit on variables).
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// `(?, ?, ...), (?, ?, ...)`: `rows` tuples of `columns` placeholders.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let tuple = format!("({})", vec!["?"; columns].join(", "));
+    vec![tuple; rows].join(", ")
+}
+
+/// Writes versions and their index rows. Every statement is a round trip to the connection's
+/// thread, so rows go in multi-row INSERTs (per table, across all the versions) rather than
+/// one statement per row: a batch of creates costs a handful of statements.
+async fn write_versions(
     connection: &mut SqliteConnection,
     tenant: &str,
-    resource_type: &str,
-    id: &str,
-    version: u64,
-    resource: Option<&Value>,
+    versions: &[VersionRow],
     (last_updated, last_updated_ms): &(String, i64),
+    lineage: Lineage,
 ) -> Result<(), StoreError> {
-    let body = resource.map(Value::to_string);
-    let deleted = i64::from(resource.is_none());
-    sqlx::query(
-        "INSERT INTO resource_version (tenant, resource_type, id, version, last_updated, deleted, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(tenant)
-    .bind(resource_type)
-    .bind(id)
-    .bind(version as i64)
-    .bind(last_updated)
-    .bind(deleted)
-    .bind(body.as_deref())
-    .execute(&mut *connection)
-    .await
-    .map_err(database_error)?;
-    sqlx::query(
-        "INSERT OR REPLACE INTO resource_current (tenant, resource_type, id, version, last_updated, last_updated_ms, deleted, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(tenant)
-    .bind(resource_type)
-    .bind(id)
-    .bind(version as i64)
-    .bind(last_updated)
-    .bind(last_updated_ms)
-    .bind(deleted)
-    .bind(body.as_deref())
-    .execute(&mut *connection)
-    .await
-    .map_err(database_error)?;
-    for table in ["search_token", "search_string", "search_date", "search_reference"] {
-        sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE tenant = ? AND resource_type = ? AND id = ?"
-        )))
-        .bind(tenant)
-        .bind(resource_type)
-        .bind(id)
-        .execute(&mut *connection)
-        .await
-        .map_err(database_error)?;
+    if lineage == Lineage::Following {
+        for version in versions {
+            for table in index_tables() {
+                sqlx::query(AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE tenant = ? AND resource_type = ? AND id = ?"
+                )))
+                .bind(tenant)
+                .bind(&version.resource_type)
+                .bind(&version.id)
+                .execute(&mut *connection)
+                .await
+                .map_err(database_error)?;
+            }
+        }
     }
-    let Some(resource) = resource else { return Ok(()) };
-    for (param, value) in index_values(resource_type, resource) {
-        let (sql, first, second): (String, SqlValue, SqlValue) = match value {
-            IndexValue::Token { system, code } => (
-                "INSERT INTO search_token (tenant, resource_type, id, param, system, code) VALUES (?, ?, ?, ?, ?, ?)".into(),
-                system.map_or(SqlValue::Null, SqlValue::Text),
-                SqlValue::Text(code),
-            ),
-            IndexValue::String { normalized, exact } => (
-                "INSERT INTO search_string (tenant, resource_type, id, param, normalized, exact) VALUES (?, ?, ?, ?, ?, ?)".into(),
-                SqlValue::Text(normalized),
-                SqlValue::Text(exact),
-            ),
-            IndexValue::Date { low, high } => (
-                "INSERT INTO search_date (tenant, resource_type, id, param, low, high) VALUES (?, ?, ?, ?, ?, ?)".into(),
-                SqlValue::Integer(low),
-                SqlValue::Integer(high),
-            ),
-            IndexValue::Reference { target_type, target_id } => (
-                "INSERT INTO search_reference (tenant, resource_type, id, param, target_type, target_id) VALUES (?, ?, ?, ?, ?, ?)".into(),
-                SqlValue::Text(target_type),
-                SqlValue::Text(target_id),
-            ),
-        };
-        let values = [first, second];
-        let query = sqlx::query(AssertSqlSafe(sql))
-            .bind(tenant)
-            .bind(resource_type)
-            .bind(id)
-            .bind(param);
-        bind_all(query, &values)
-            .execute(&mut *connection)
-            .await
-            .map_err(database_error)?;
+    let verb = match lineage {
+        Lineage::First => "INSERT",
+        Lineage::Following => "INSERT OR REPLACE",
+    };
+    for chunk in versions.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "{verb} INTO resource_current (tenant, resource_type, id, version, last_updated, last_updated_ms, deleted, body) VALUES {}",
+            placeholders(chunk.len(), 8)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for version in chunk {
+            query = query
+                .bind(tenant)
+                .bind(&version.resource_type)
+                .bind(&version.id)
+                .bind(version.version as i64)
+                .bind(last_updated)
+                .bind(last_updated_ms)
+                .bind(i64::from(version.body.is_none()))
+                .bind(version.body.as_deref());
+        }
+        if let Err(error) = query.execute(&mut *connection).await {
+            return Err(match error.as_database_error() {
+                Some(database) if database.is_unique_violation() => existing_one(connection, tenant, chunk).await,
+                _ => database_error(error),
+            });
+        }
+        let sql = format!(
+            "INSERT INTO resource_version (tenant, resource_type, id, version, last_updated, deleted, body) VALUES {}",
+            placeholders(chunk.len(), 7)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for version in chunk {
+            query = query
+                .bind(tenant)
+                .bind(&version.resource_type)
+                .bind(&version.id)
+                .bind(version.version as i64)
+                .bind(last_updated)
+                .bind(i64::from(version.body.is_none()))
+                .bind(version.body.as_deref());
+        }
+        query.execute(&mut *connection).await.map_err(database_error)?;
+    }
+    // Rows per table, in the order of `index_tables()`, with the value columns of each.
+    let mut rows_by_table: [Vec<(&VersionRow, &'static str, &IndexValue)>; 4] = Default::default();
+    for version in versions {
+        for (param, value) in &version.index {
+            let table = match value {
+                IndexValue::Token { .. } => 0,
+                IndexValue::String { .. } => 1,
+                IndexValue::Date { .. } => 2,
+                IndexValue::Reference { .. } => 3,
+            };
+            rows_by_table[table].push((version, param, value));
+        }
+    }
+    let value_columns = [
+        "system, code",
+        "normalized, exact",
+        "low, high",
+        "target_type, target_id",
+    ];
+    for ((table, columns), rows) in index_tables().into_iter().zip(value_columns).zip(&rows_by_table) {
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO {table} (tenant, resource_type, id, param, {columns}) VALUES {}",
+                placeholders(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (version, param, value) in chunk {
+                query = query
+                    .bind(tenant)
+                    .bind(&version.resource_type)
+                    .bind(&version.id)
+                    .bind(*param);
+                query = match value {
+                    IndexValue::Token { system, code } => query.bind(system.as_deref()).bind(code),
+                    IndexValue::String { normalized, exact } => query.bind(normalized).bind(exact),
+                    IndexValue::Date { low, high } => query.bind(low).bind(high),
+                    IndexValue::Reference { target_type, target_id } => query.bind(target_type).bind(target_id),
+                };
+            }
+            query.execute(&mut *connection).await.map_err(database_error)?;
+        }
     }
     Ok(())
+}
+
+/// The error for a batch of creates that clashed with an existing id, naming the first such id.
+async fn existing_one(connection: &mut SqliteConnection, tenant: &str, versions: &[VersionRow]) -> StoreError {
+    for version in versions {
+        match current_version(connection, tenant, &version.resource_type, &version.id).await {
+            Ok(Some(_)) => {
+                return StoreError::Invalid(format!("{}/{} already exists", version.resource_type, version.id));
+            }
+            Ok(None) => {}
+            Err(error) => return error,
+        }
+    }
+    StoreError::Invalid("a created resource's id already exists".into())
 }
 
 fn resource_key(resource: &Value) -> Result<(String, String), StoreError> {
@@ -303,6 +390,41 @@ fn resource_key(resource: &Value) -> Result<(String, String), StoreError> {
     Ok((resource_type.to_owned(), id.to_owned()))
 }
 
+/// Stores consecutive creates together (they read nothing, so nothing between them can
+/// depend on another's effect) and appends their results.
+async fn create_all(
+    connection: &mut SqliteConnection,
+    tenant: &str,
+    resources: &mut Vec<Value>,
+    time: &(String, i64),
+    results: &mut Vec<WriteResult>,
+) -> Result<(), StoreError> {
+    if resources.is_empty() {
+        return Ok(());
+    }
+    let mut versions = Vec::with_capacity(resources.len());
+    for resource in resources.iter_mut() {
+        let (resource_type, id) = resource_key(resource)?;
+        stamp(resource, tenant, &id, 1, &time.0);
+        versions.push(VersionRow::new(resource_type, id, 1, Some(resource)));
+    }
+    write_versions(connection, tenant, &versions, time, Lineage::First).await?;
+    for (version, resource) in versions.into_iter().zip(resources.drain(..)) {
+        results.push(WriteResult {
+            stored: Some(StoredResource {
+                resource_type: version.resource_type,
+                id: version.id,
+                version_id: 1,
+                last_updated: time.0.clone(),
+                resource: Some(resource),
+            }),
+            created: true,
+        });
+    }
+    Ok(())
+}
+
+/// Applies an update or a deletion (creates go through [`create_all`]).
 async fn apply(
     connection: &mut SqliteConnection,
     tenant: &str,
@@ -310,26 +432,13 @@ async fn apply(
     time: &(String, i64),
 ) -> Result<WriteResult, StoreError> {
     match write {
-        Write::Create { mut resource } => {
-            let (resource_type, id) = resource_key(&resource)?;
-            if current_version(connection, tenant, &resource_type, &id)
-                .await?
-                .is_some()
-            {
-                return Err(StoreError::Invalid(format!("{resource_type}/{id} already exists")));
-            }
-            stamp(&mut resource, tenant, &id, 1, &time.0);
-            put_version(connection, tenant, &resource_type, &id, 1, Some(&resource), time).await?;
-            Ok(WriteResult {
-                stored: Some(StoredResource {
-                    resource_type,
-                    id,
-                    version_id: 1,
-                    last_updated: time.0.clone(),
-                    resource: Some(resource),
-                }),
-                created: true,
-            })
+        Write::Create { resource } => {
+            let mut resources = vec![resource];
+            let mut results = Vec::with_capacity(1);
+            create_all(connection, tenant, &mut resources, time, &mut results).await?;
+            results
+                .pop()
+                .ok_or_else(|| StoreError::Database("a create produced no result".into()))
         }
         Write::Update { mut resource, if_match } => {
             let (resource_type, id) = resource_key(&resource)?;
@@ -344,12 +453,18 @@ async fn apply(
             }
             let version = current.map_or(1, |(version, _)| version + 1);
             let created = current.is_none_or(|(_, deleted)| deleted);
+            let lineage = if current.is_some() {
+                Lineage::Following
+            } else {
+                Lineage::First
+            };
             stamp(&mut resource, tenant, &id, version, &time.0);
-            put_version(connection, tenant, &resource_type, &id, version, Some(&resource), time).await?;
+            let row = VersionRow::new(resource_type, id, version, Some(&resource));
+            write_versions(connection, tenant, std::slice::from_ref(&row), time, lineage).await?;
             Ok(WriteResult {
                 stored: Some(StoredResource {
-                    resource_type,
-                    id,
+                    resource_type: row.resource_type,
+                    id: row.id,
                     version_id: version,
                     last_updated: time.0.clone(),
                     resource: Some(resource),
@@ -365,11 +480,12 @@ async fn apply(
                     created: false,
                 });
             };
-            put_version(connection, tenant, &resource_type, &id, version + 1, None, time).await?;
+            let row = VersionRow::new(resource_type, id, version + 1, None);
+            write_versions(connection, tenant, std::slice::from_ref(&row), time, Lineage::Following).await?;
             Ok(WriteResult {
                 stored: Some(StoredResource {
-                    resource_type,
-                    id,
+                    resource_type: row.resource_type,
+                    id: row.id,
                     version_id: version + 1,
                     last_updated: time.0.clone(),
                     resource: None,
@@ -569,9 +685,17 @@ impl ResourceStore for SqliteStore {
             let mut transaction = self.pool.begin().await.map_err(database_error)?;
             let time = now();
             let mut results = Vec::with_capacity(writes.len());
+            let mut creates = Vec::new();
             for write in writes {
-                results.push(apply(&mut transaction, tenant, write, &time).await?);
+                match write {
+                    Write::Create { resource } => creates.push(resource),
+                    other => {
+                        create_all(&mut transaction, tenant, &mut creates, &time, &mut results).await?;
+                        results.push(apply(&mut transaction, tenant, other, &time).await?);
+                    }
+                }
             }
+            create_all(&mut transaction, tenant, &mut creates, &time, &mut results).await?;
             transaction.commit().await.map_err(database_error)?;
             Ok(results)
         })
@@ -597,4 +721,120 @@ pub fn index_tables() -> [&'static str; 4] {
         index_table(Date),
         index_table(Reference),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patient(id: &str, family: &str) -> Value {
+        json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]})
+    }
+
+    fn search(family: &str) -> SearchQuery {
+        SearchQuery {
+            resource_type: "Patient".into(),
+            params: vec![("family".into(), family.into())],
+            count: 1000,
+            offset: 0,
+            sort_last_updated: None,
+            want_total: true,
+            count_only: false,
+            strict: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_batch_of_creates_is_stored_and_indexed_in_order() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        // More than one statement's worth of rows, to cross the chunk boundary.
+        let writes: Vec<Write> = (0..(2 * ROWS_PER_STATEMENT + 7))
+            .map(|index| Write::Create {
+                resource: patient(&format!("p{index}"), if index % 2 == 0 { "Even" } else { "Odd" }),
+            })
+            .collect();
+        let results = store.transaction("t", writes).await.unwrap();
+        assert_eq!(results.len(), 207);
+        assert!(results.iter().all(|result| result.created));
+        let ids: Vec<&str> = results
+            .iter()
+            .map(|result| result.stored.as_ref().unwrap().id.as_str())
+            .collect();
+        assert_eq!(&ids[..3], ["p0", "p1", "p2"]);
+        assert_eq!(ids[206], "p206");
+        assert_eq!(store.search("t", &search("even")).await.unwrap().total, Some(104));
+        assert_eq!(store.search("t", &search("odd")).await.unwrap().total, Some(103));
+        assert_eq!(store.search("other", &search("even")).await.unwrap().total, Some(0));
+    }
+
+    #[tokio::test]
+    async fn creates_and_updates_in_one_transaction_apply_in_order() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let writes = vec![
+            Write::Create {
+                resource: patient("a", "First"),
+            },
+            Write::Update {
+                resource: patient("a", "Second"),
+                if_match: Some(1),
+            },
+            Write::Create {
+                resource: patient("b", "Third"),
+            },
+        ];
+        let results = store.transaction("t", writes).await.unwrap();
+        let versions: Vec<u64> = results
+            .iter()
+            .map(|result| result.stored.as_ref().unwrap().version_id)
+            .collect();
+        assert_eq!(versions, [1, 2, 1]);
+        assert_eq!(store.search("t", &search("first")).await.unwrap().total, Some(0));
+        assert_eq!(store.search("t", &search("second")).await.unwrap().total, Some(1));
+        assert_eq!(store.search("t", &search("third")).await.unwrap().total, Some(1));
+    }
+
+    #[tokio::test]
+    async fn creating_an_existing_id_fails_naming_it_and_writes_nothing() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        store
+            .transaction(
+                "t",
+                vec![Write::Create {
+                    resource: patient("taken", "Old"),
+                }],
+            )
+            .await
+            .unwrap();
+        let clash = store
+            .transaction(
+                "t",
+                vec![
+                    Write::Create {
+                        resource: patient("new", "New"),
+                    },
+                    Write::Create {
+                        resource: patient("taken", "New"),
+                    },
+                ],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(clash, StoreError::Invalid("Patient/taken already exists".into()));
+        assert_eq!(store.search("t", &search("new")).await.unwrap().total, Some(0));
+        assert!(matches!(
+            store.read("t", "Patient", "new").await.unwrap(),
+            ReadResult::NotFound
+        ));
+        // The same id in another tenant is another resource.
+        store
+            .transaction(
+                "u",
+                vec![Write::Create {
+                    resource: patient("taken", "Other"),
+                }],
+            )
+            .await
+            .unwrap();
+    }
 }
