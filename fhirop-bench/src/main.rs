@@ -6,6 +6,7 @@
 //! cargo run --release -p fhirop-bench -- --duration 8s
 //! ```
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, Command, Stdio};
 
@@ -31,6 +32,10 @@ struct Cli {
     /// Workloads to run (comma-separated; default all).
     #[arg(long, default_value = "W0,W1,W2,W3,W4,S2,S3,S4,S1")]
     workloads: String,
+    /// Rounds: each round measures every workload once, each right after its baseline, and
+    /// the table shows the median round. More rounds steady the ratios on a noisy machine.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 /// The servers this binary can be (run in a child process, pinned to a core).
@@ -427,70 +432,101 @@ fn measure(cli: &Cli, server: &Server, workload: &Workload) -> Result<Measuremen
     Ok(measurement)
 }
 
+/// The round with the median rate, and the highest peak RSS of all rounds.
+fn median(rounds: &[Measurement]) -> Measurement {
+    let mut sorted = rounds.to_vec();
+    sorted.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    let mut middle = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    middle.peak_rss_mib = rounds.iter().map(|round| round.peak_rss_mib).fold(f64::NAN, f64::max);
+    middle.errors = rounds.iter().map(|round| round.errors).sum();
+    middle
+}
+
+fn print_row(name: &str, measured: &Measurement, ratio: &str) {
+    let errors = if measured.errors > 0 {
+        format!("  ({} errors)", measured.errors)
+    } else {
+        String::new()
+    };
+    println!(
+        "{:<9} {:>12.0} {:>9.3} {:>9.3} {:>10.1} {:>9}{errors}",
+        name, measured.requests_per_second, measured.p50_ms, measured.p99_ms, measured.peak_rss_mib, ratio
+    );
+}
+
 fn run(cli: &Cli) -> Result<(), Error> {
     if !which("wrk") {
         return Err("wrk is not installed: apt-get install wrk".into());
     }
     let selected: Vec<&str> = cli.workloads.split(',').map(str::trim).collect();
+    let rounds = cli.rounds.max(1);
     println!(
-        "cores: {}; server pinned to core 0, wrk to core 1; {} connections, warm-up {}, duration {}",
+        "cores: {}; servers pinned to core 0, wrk to core 1; {} connections, warm-up {}, duration {}, {} round(s)",
         cores(),
         cli.connections,
         cli.warmup,
-        cli.duration
+        cli.duration,
+        rounds
     );
 
+    // Both servers run for the whole benchmark (only one is under load at a time), so each
+    // fhirop measurement comes right after its baseline's and drift hits both alike.
     let baseline = start("baseline")?;
-    let mut baseline_results = std::collections::HashMap::new();
-    for (name, workload) in baseline::workloads() {
-        let measured = measure(cli, &baseline, &workload)?;
-        baseline_results.insert(name, measured);
-    }
-    drop(baseline);
-
+    let baseline_workloads = baseline::workloads();
     let server = start("fhirop")?;
     let idle_rss = peak_rss_mib(server.child.id());
     let base = server.base_url.clone();
     let patient_id = set_up(&base)?;
     let sample = post_json(&format!("{base}/Patient"), &serde_json::from_str(BARE_PATIENT)?)?;
     let sample_id = sample["id"].as_str().unwrap_or_default().to_owned();
+    let workloads: Vec<Workload> = workloads(&patient_id, &sample_id)
+        .into_iter()
+        .filter(|workload| selected.contains(&workload.name))
+        .collect();
+
+    let mut baseline_rounds: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
+    let mut rounds_of: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
+    for _ in 0..rounds {
+        for workload in &workloads {
+            if let Some((name, partner)) = workload
+                .baseline
+                .and_then(|wanted| baseline_workloads.iter().find(|(name, _)| *name == wanted))
+            {
+                baseline_rounds
+                    .entry(name)
+                    .or_default()
+                    .push(measure(cli, &baseline, partner)?);
+            }
+            rounds_of
+                .entry(workload.name)
+                .or_default()
+                .push(measure(cli, &server, workload)?);
+        }
+    }
 
     println!(
         "\n{:<9} {:>12} {:>9} {:>9} {:>10} {:>9}",
         "workload", "requests/s", "p50 ms", "p99 ms", "peak MiB", "ratio"
     );
-    for (name, measured) in &baseline_results {
-        println!(
-            "{:<9} {:>12.0} {:>9.3} {:>9.3} {:>10.1} {:>9}",
-            format!("base-{name}"),
-            measured.requests_per_second,
-            measured.p50_ms,
-            measured.p99_ms,
-            measured.peak_rss_mib,
-            "1.00"
-        );
+    let baseline_medians: BTreeMap<&str, Measurement> = baseline_rounds
+        .iter()
+        .map(|(name, measured)| (*name, median(measured)))
+        .collect();
+    for (name, measured) in &baseline_medians {
+        print_row(&format!("base-{name}"), measured, "1.00");
     }
-    for workload in workloads(&patient_id, &sample_id) {
-        if !selected.contains(&workload.name) {
+    for workload in &workloads {
+        let Some(measured) = rounds_of.get(workload.name).map(|measured| median(measured)) else {
             continue;
-        }
-        let measured = measure(cli, &server, &workload)?;
+        };
         let ratio = workload
             .baseline
-            .and_then(|name| baseline_results.get(name))
+            .and_then(|name| baseline_medians.get(name))
             .map_or_else(
                 || "-".to_owned(),
                 |base| format!("{:.2}", measured.requests_per_second / base.requests_per_second),
             );
-        let errors = if measured.errors > 0 {
-            format!("  ({} errors)", measured.errors)
-        } else {
-            String::new()
-        };
-        println!(
-            "{:<9} {:>12.0} {:>9.3} {:>9.3} {:>10.1} {:>9}{errors}",
-            workload.name, measured.requests_per_second, measured.p50_ms, measured.p99_ms, measured.peak_rss_mib, ratio
-        );
+        print_row(workload.name, &measured, &ratio);
     }
     println!("\nidle RSS of the fhirop server after start: {idle_rss:.1} MiB");
     Ok(())

@@ -213,14 +213,18 @@ pub async fn authenticate(
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
-    let peer = request
-        .peer_addr()
-        .map(|addr| addr.ip().to_string())
-        .unwrap_or_default();
+    // The rate-limit key of the address the request comes from, built only when needed.
+    let peer_key = |request: &ServiceRequest| {
+        let ip = request
+            .peer_addr()
+            .map(|addr| addr.ip().to_string())
+            .unwrap_or_default();
+        format!("address {ip}")
+    };
     if request.path() == "/oauth2/token" {
         // The token endpoint checks client secrets itself: guessing them is held to the
         // rate of the address they come from.
-        if let Err(throttled) = authenticator.admit(&format!("address {peer}")) {
+        if let Err(throttled) = authenticator.admit(&peer_key(&request)) {
             let response = ResponseFormat::default().respond_error(&throttled);
             return Ok(request.into_response(response).map_into_right_body());
         }
@@ -238,7 +242,7 @@ pub async fn authenticate(
         return Ok(next.call(request).await?.map_into_left_body());
     }
     // Failed attempts count against the address they come from, so guessing tokens is held
-    // to the same rate as using one (`peer`, above).
+    // to the same rate as using one (`peer_key`, above).
     let admitted = authenticator
         .caller(authorization)
         .await
@@ -246,7 +250,7 @@ pub async fn authenticate(
             authenticator.admit(&caller.reference)?;
             Ok((tenant, caller, access))
         })
-        .map_err(|error| match authenticator.admit(&format!("address {peer}")) {
+        .map_err(|error| match authenticator.admit(&peer_key(&request)) {
             Err(throttled) if error.status == StatusCode::UNAUTHORIZED => throttled,
             _ => error,
         });

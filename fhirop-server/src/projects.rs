@@ -37,11 +37,16 @@ pub struct Projects {
 
 /// Mounts `/admin/projects...`, `/oauth2/token`.
 pub fn routes(config: &mut web::ServiceConfig) {
+    // In a scope, so only admin requests run the `{project}` patterns' regexes: every FHIR
+    // request passes these routes first.
     config
-        .route("/admin/projects", web::post().to(create_project))
-        .route("/admin/projects/{project}/client", web::post().to(create_client))
-        .route("/admin/projects/{project}/client/{id}", web::delete().to(delete_client))
-        .route("/admin/projects/{project}/bot", web::post().to(create_bot))
+        .service(
+            web::scope("/admin/projects")
+                .route("", web::post().to(create_project))
+                .route("/{project}/client", web::post().to(create_client))
+                .route("/{project}/client/{id}", web::delete().to(delete_client))
+                .route("/{project}/bot", web::post().to(create_bot)),
+        )
         .route("/oauth2/token", web::post().to(token));
 }
 
