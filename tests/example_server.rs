@@ -93,3 +93,68 @@ fn metadata_lists_the_native_operations() {
         .collect();
     assert_eq!(names, ["hello", "add-identifier", "everything"]);
 }
+
+/// GETs `url` as the admin with `headers`: status, headers (lower-case names) and raw body.
+fn get_raw(url: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut request = ureq::http::Request::builder()
+        .uri(url)
+        .header("Authorization", format!("Bearer {}", common::ADMIN_TOKEN));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut response = agent.run(request.body(()).unwrap()).unwrap();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap().to_owned()))
+        .collect();
+    let status = response.status().as_u16();
+    (status, headers, response.body_mut().read_to_vec().unwrap())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+#[test]
+fn metadata_is_gzip_encoded_for_clients_that_accept_it() {
+    use std::io::Read as _;
+    let server = TestServer::example();
+    let url = server.url("/metadata");
+    let (status, headers, plain) = get_raw(&url, &[]);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-encoding"), None);
+    assert_eq!(header(&headers, "vary"), Some("Accept-Encoding"));
+    let statement: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(statement["resourceType"], "CapabilityStatement");
+
+    let (status, headers, encoded) = get_raw(&url, &[("Accept-Encoding", "br;q=1.0, gzip;q=0.8")]);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-encoding"), Some("gzip"));
+    assert_eq!(header(&headers, "vary"), Some("Accept-Encoding"));
+    assert_eq!(header(&headers, "content-type"), Some(FHIR_JSON));
+    assert!(
+        encoded.len() * 4 < plain.len(),
+        "{} of {} bytes",
+        encoded.len(),
+        plain.len()
+    );
+    let mut decoded = Vec::new();
+    flate2::read::GzDecoder::new(&encoded[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain);
+
+    for refusing in ["gzip;q=0, identity", "identity", "br", "*;q=0"] {
+        let (status, headers, body) = get_raw(&url, &[("Accept-Encoding", refusing)]);
+        assert_eq!(status, 200);
+        assert_eq!(header(&headers, "content-encoding"), None, "{refusing}");
+        assert_eq!(body, plain, "{refusing}");
+    }
+    let (_, headers, _) = get_raw(&url, &[("Accept-Encoding", "*")]);
+    assert_eq!(header(&headers, "content-encoding"), Some("gzip"));
+}

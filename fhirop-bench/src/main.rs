@@ -30,7 +30,7 @@ struct Cli {
     #[arg(long, default_value_t = 32)]
     connections: u32,
     /// Workloads to run (comma-separated; default all).
-    #[arg(long, default_value = "W0,W1,W2,W3,W4,S2,S3,S4,S1")]
+    #[arg(long, default_value = "W0,W0gz,W1,W2,W3,W4,S2,S3,S4,S1")]
     workloads: String,
     /// Rounds: each round measures every workload once, each right after its baseline, and
     /// the table shows the median round. More rounds steady the ratios on a noisy machine.
@@ -140,7 +140,12 @@ fn agent() -> ureq::Agent {
 }
 
 fn call(method: &str, url: &str, body: Option<&str>) -> Result<(u16, String), Error> {
-    let request = ureq::http::Request::builder()
+    call_with(method, url, &[], body)
+}
+
+/// Sends a request with extra headers; a gzip-encoded answer is decoded.
+fn call_with(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Result<(u16, String), Error> {
+    let mut request = ureq::http::Request::builder()
         .method(method)
         .uri(url)
         .header("Content-Type", "application/fhir+json")
@@ -148,12 +153,27 @@ fn call(method: &str, url: &str, body: Option<&str>) -> Result<(u16, String), Er
             "Authorization",
             format!("Bearer {}", fhirop_server::config::TEST_ADMIN_TOKEN),
         );
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     let mut response = match body {
         Some(body) => agent().run(request.body(body.as_bytes().to_vec())?)?,
         None => agent().run(request.body(())?)?,
     };
     let status = response.status().as_u16();
-    Ok((status, response.body_mut().read_to_string()?))
+    let gzip = response
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|encoding| encoding == "gzip");
+    let bytes = response.body_mut().read_to_vec()?;
+    let text = if gzip {
+        let mut decoded = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut decoded)?;
+        decoded
+    } else {
+        String::from_utf8(bytes)?
+    };
+    Ok((status, text))
 }
 
 fn post_json(url: &str, body: &Value) -> Result<Value, Error> {
@@ -240,6 +260,8 @@ struct Workload {
     path: String,
     body: Option<String>,
     check: fn(u16, &Value) -> bool,
+    /// Request headers beyond Content-Type and Authorization.
+    headers: &'static [(&'static str, &'static str)],
     /// The baseline workload it is compared with.
     baseline: Option<&'static str>,
 }
@@ -252,6 +274,17 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             path: "/metadata".into(),
             body: None,
             check: |status, body| status == 200 && body["resourceType"] == "CapabilityStatement",
+            headers: &[],
+            baseline: Some("W1"),
+        },
+        // W0 as HTTP clients send it: browsers, curl --compressed and FHIR clients accept gzip.
+        Workload {
+            name: "W0gz",
+            method: "GET",
+            path: "/metadata".into(),
+            body: None,
+            check: |status, body| status == 200 && body["resourceType"] == "CapabilityStatement",
+            headers: &[("Accept-Encoding", "gzip")],
             baseline: Some("W1"),
         },
         Workload {
@@ -260,6 +293,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             path: "/Patient/$hello?name=World".into(),
             body: None,
             check: |status, body| status == 200 && body["parameter"][0]["valueString"] == "Hello, World",
+            headers: &[],
             baseline: Some("W1"),
         },
         Workload {
@@ -268,6 +302,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             path: "/Patient/$add-identifier".into(),
             body: Some(W2_BODY.into()),
             check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
+            headers: &[],
             baseline: Some("W2"),
         },
         Workload {
@@ -276,6 +311,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             path: "/Patient/$add-identifier-js".into(),
             body: Some(BARE_PATIENT.into()),
             check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
+            headers: &[],
             baseline: None,
         },
         Workload {
@@ -284,6 +320,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             path: "/$count-smiths".into(),
             body: None,
             check: |status, body| status == 200 && body["parameter"][0]["valueInteger"] == 20,
+            headers: &[],
             baseline: None,
         },
         Workload {
@@ -292,6 +329,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             path: format!("/Patient/{sample_id}"),
             body: None,
             check: |status, body| status == 200 && body["resourceType"] == "Patient",
+            headers: &[],
             baseline: None,
         },
         Workload {
@@ -300,6 +338,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             path: "/Patient?name=smi".into(),
             body: None,
             check: |status, body| status == 200 && body["entry"].as_array().is_some_and(|entries| !entries.is_empty()),
+            headers: &[],
             baseline: None,
         },
         Workload {
@@ -308,6 +347,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             path: format!("/Patient/{patient_id}/$everything?_count=1000"),
             body: None,
             check: |status, body| status == 200 && body["total"] == 501,
+            headers: &[],
             baseline: None,
         },
         Workload {
@@ -316,6 +356,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             path: "/Patient".into(),
             body: Some(BARE_PATIENT.into()),
             check: |status, body| status == 201 && body["meta"]["versionId"] == "1",
+            headers: &[],
             baseline: None,
         },
     ]
@@ -383,16 +424,18 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-fn wrk(cli: &Cli, duration: &str, url: &str, method: &str, body: Option<&str>) -> Result<String, Error> {
+fn wrk(cli: &Cli, duration: &str, url: &str, workload: &Workload) -> Result<String, Error> {
+    let (method, body) = (workload.method, workload.body.as_deref());
     let script = std::env::temp_dir().join(format!("fhirop-bench-{}.lua", std::process::id()));
     let lua_body = body.map_or_else(|| "nil".to_owned(), |body| format!("[==[{body}]==]"));
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"{method}\"\nwrk.body = {lua_body}\nwrk.headers[\"Content-Type\"] = \"application/fhir+json\"\nwrk.headers[\"Authorization\"] = \"Bearer {}\"\n",
-            fhirop_server::config::TEST_ADMIN_TOKEN
-        ),
-    )?;
+    let mut lua = format!(
+        "wrk.method = \"{method}\"\nwrk.body = {lua_body}\nwrk.headers[\"Content-Type\"] = \"application/fhir+json\"\nwrk.headers[\"Authorization\"] = \"Bearer {}\"\n",
+        fhirop_server::config::TEST_ADMIN_TOKEN
+    );
+    for (name, value) in workload.headers {
+        lua.push_str(&format!("wrk.headers[\"{name}\"] = \"{value}\"\n"));
+    }
+    std::fs::write(&script, lua)?;
     let output = pinned(1, "wrk")
         .args([
             "-t1",
@@ -410,7 +453,7 @@ fn wrk(cli: &Cli, duration: &str, url: &str, method: &str, body: Option<&str>) -
 
 fn measure(cli: &Cli, server: &Server, workload: &Workload) -> Result<Measurement, Error> {
     let url = format!("{}{}", server.base_url, workload.path);
-    let (status, text) = call(workload.method, &url, workload.body.as_deref())?;
+    let (status, text) = call_with(workload.method, &url, workload.headers, workload.body.as_deref())?;
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if !(workload.check)(status, &body) {
         return Err(format!(
@@ -419,15 +462,9 @@ fn measure(cli: &Cli, server: &Server, workload: &Workload) -> Result<Measuremen
         )
         .into());
     }
-    wrk(cli, &cli.warmup, &url, workload.method, workload.body.as_deref())?;
+    wrk(cli, &cli.warmup, &url, workload)?;
     reset_peak(server.child.id());
-    let mut measurement = parse_wrk(&wrk(
-        cli,
-        &cli.duration,
-        &url,
-        workload.method,
-        workload.body.as_deref(),
-    )?);
+    let mut measurement = parse_wrk(&wrk(cli, &cli.duration, &url, workload)?);
     measurement.peak_rss_mib = peak_rss_mib(server.child.id());
     Ok(measurement)
 }

@@ -74,6 +74,15 @@ impl ResponseFormat {
             .body(body.into())
     }
 
+    /// Writes pre-serialized bytes that are gzip-encoded (for a client that [`accepts_gzip`]).
+    pub fn respond_gzip(self, status: StatusCode, body: impl Into<bytes::Bytes>) -> HttpResponse {
+        HttpResponse::build(status)
+            .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(self.content_type())))
+            .insert_header((header::CONTENT_ENCODING, HeaderValue::from_static("gzip")))
+            .insert_header((header::VARY, HeaderValue::from_static("Accept-Encoding")))
+            .body(body.into())
+    }
+
     /// Writes an error as an OperationOutcome with its status and headers.
     pub fn respond_error(self, error: &OperationError) -> HttpResponse {
         tracing::debug!(target: "fhirop::outcome", status = error.status.as_u16(), "{error}");
@@ -88,6 +97,36 @@ impl ResponseFormat {
         }
         response
     }
+}
+
+/// Whether the request's `Accept-Encoding` takes gzip (`gzip` or `*` with a non-zero `q`, and
+/// no `gzip;q=0`).
+pub fn accepts_gzip(request: &HttpRequest) -> bool {
+    let mut accepted = false;
+    for value in request.headers().get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or_default().trim();
+            let refused = parts.any(|parameter| {
+                let parameter = parameter.trim();
+                parameter
+                    .strip_prefix("q=")
+                    .or_else(|| parameter.strip_prefix("Q="))
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if coding.eq_ignore_ascii_case("gzip") {
+                if refused {
+                    return false;
+                }
+                accepted = true;
+            } else if coding == "*" && !refused {
+                accepted = true;
+            }
+        }
+    }
+    accepted
 }
 
 #[derive(Debug, PartialEq, Eq)]

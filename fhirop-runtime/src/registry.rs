@@ -83,13 +83,22 @@ impl std::fmt::Display for RegistryError {
 
 impl std::error::Error for RegistryError {}
 
+/// A serialized CapabilityStatement, and its gzip encoding once a client asked for it.
+#[derive(Debug)]
+pub(crate) struct CachedStatement {
+    /// `"{tenant} {base URL}"`: whom the statement was built for.
+    pub(crate) key: String,
+    pub(crate) identity: Bytes,
+    pub(crate) gzip: OnceLock<Option<Bytes>>,
+}
+
 /// One immutable state of the registry.
 #[derive(Default)]
 pub struct Snapshot {
     operations: Vec<Arc<RegisteredOperation>>,
     by_code: HashMap<String, Vec<Arc<RegisteredOperation>>>,
-    /// The serialized CapabilityStatement for one base URL, built on first request.
-    pub(crate) capability_cache: OnceLock<(String, Bytes)>,
+    /// The serialized CapabilityStatement for one tenant and base URL, built on first request.
+    pub(crate) capability_cache: OnceLock<CachedStatement>,
 }
 
 impl std::fmt::Debug for Snapshot {

@@ -2,7 +2,7 @@
 //! (ARCHITECTURE.md): negotiate → resolve → method rule → bind → handler → response.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, Scope, guard, web};
@@ -14,11 +14,13 @@ use crate::binding::Binder;
 use crate::capability::{ServerInfo, capability_statement};
 use crate::context::{BaseUrl, OperationContext, Target, tenant_of};
 use crate::definition::{Level, canonical_url, searchset};
-use crate::format::{InputLimits, ResponseFormat, check_content_type, negotiate, parse_json_object_within};
+use crate::format::{
+    InputLimits, ResponseFormat, accepts_gzip, check_content_type, negotiate, parse_json_object_within,
+};
 use crate::operation::{IntoOperations, OperationCall};
 use crate::outcome::{IssueType, OperationError};
 use crate::output::OperationOutput;
-use crate::registry::{OperationRegistry, RegisteredOperation, RegistryError, Resolution};
+use crate::registry::{CachedStatement, OperationRegistry, RegisteredOperation, RegistryError, Resolution};
 use crate::resource_types::is_r4_resource_type;
 use crate::types::lexical::is_id;
 
@@ -257,6 +259,23 @@ impl FhirServerBuilder {
     }
 }
 
+/// gzip at the best compression: it runs once per registry state, and the statement shrinks
+/// to about a tenth.
+fn gzip_encode(bytes: &[u8]) -> Option<Bytes> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).ok()?;
+    encoder.finish().ok().map(Bytes::from)
+}
+
+/// Marks a response that a gzip-accepting client would get encoded.
+fn varying(mut response: HttpResponse) -> HttpResponse {
+    response
+        .headers_mut()
+        .insert(header::VARY, header::HeaderValue::from_static("Accept-Encoding"));
+    response
+}
+
 async fn metadata_route(request: HttpRequest, state: web::Data<ServerState>) -> HttpResponse {
     let format = match negotiate(&request) {
         Ok(format) => format,
@@ -269,11 +288,15 @@ async fn metadata_route(request: HttpRequest, state: web::Data<ServerState>) -> 
     let tenant = tenant_of(&request);
     let snapshot = state.registry.snapshot();
     let key = format!("{tenant} {base_url}");
+    let gzip = accepts_gzip(&request);
     if !format.pretty
-        && let Some((cached_key, bytes)) = snapshot.capability_cache.get()
-        && *cached_key == key
+        && let Some(cached) = snapshot.capability_cache.get()
+        && cached.key == key
     {
-        return format.respond_bytes(StatusCode::OK, bytes.clone());
+        if gzip && let Some(encoded) = cached.gzip.get_or_init(|| gzip_encode(&cached.identity)) {
+            return format.respond_gzip(StatusCode::OK, encoded.clone());
+        }
+        return varying(format.respond_bytes(StatusCode::OK, cached.identity.clone()));
     }
     let statement = capability_statement(&snapshot, &state.info, &base_url, &tenant);
     if format.pretty {
@@ -283,8 +306,12 @@ async fn metadata_route(request: HttpRequest, state: web::Data<ServerState>) -> 
         Ok(bytes) => {
             let bytes = Bytes::from(bytes);
             // Only the first tenant and base URL are cached; others get a fresh statement.
-            let _ = snapshot.capability_cache.set((key, bytes.clone()));
-            format.respond_bytes(StatusCode::OK, bytes)
+            let _ = snapshot.capability_cache.set(CachedStatement {
+                key,
+                identity: bytes.clone(),
+                gzip: OnceLock::new(),
+            });
+            varying(format.respond_bytes(StatusCode::OK, bytes))
         }
         Err(error) => format.respond_error(&OperationError::internal(error.to_string())),
     }
