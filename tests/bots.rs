@@ -1554,6 +1554,61 @@ fn console_output_ends_up_in_the_audit_event() {
     assert!(description.contains("broken"), "{description}");
 }
 
+const AUDITED_BOT: &str = "exports.handler = async function (medplum, event) {\n  if (event.input.say) console.log(event.input.say);\n  if (event.input.fail) throw new Error('failed');\n  return 'ok';\n};";
+
+/// A Bot with `trigger` as its auditEventTrigger, run through a quiet success, a success
+/// with console output and a failure, in that order.
+fn run_audited_bot(server: &TestServer, trigger: &str) -> String {
+    let bot = create_bot(
+        server,
+        &json!({"resourceType": "Bot", "name": "audited", "auditEventTrigger": trigger}),
+    );
+    deployed(server, &bot, AUDITED_BOT);
+    assert_eq!(executed(server, &bot, &json!({})), json!("ok"));
+    assert_eq!(executed(server, &bot, &json!({"say": "something"})), json!("ok"));
+    assert_eq!(execute(server, &bot, &json!({"fail": true})).status, 400);
+    bot
+}
+
+/// What each recorded execution of `bot` was (quiet, output, error), sorted.
+fn recorded_kinds(events: &[Value]) -> Vec<&'static str> {
+    let mut kinds: Vec<&'static str> = events
+        .iter()
+        .map(
+            |event| match (event["outcome"].as_str(), event["outcomeDesc"].as_str()) {
+                (Some("4"), _) => "error",
+                (_, Some("")) | (_, None) => "quiet",
+                _ => "output",
+            },
+        )
+        .collect();
+    kinds.sort_unstable();
+    kinds
+}
+
+#[test]
+fn the_audit_event_trigger_decides_which_executions_are_recorded() {
+    let server = TestServer::example();
+    // Medplum's values. Each Bot's failure is recorded (except with `never`) and comes last;
+    // the writer keeps order, so once it is stored every earlier event is too.
+    let never = run_audited_bot(&server, "never");
+    for (trigger, expected) in [
+        ("always", vec!["error", "output", "quiet"]),
+        ("on-error", vec!["error"]),
+        ("on-output", vec!["error", "output"]),
+    ] {
+        let bot = run_audited_bot(&server, trigger);
+        let events = audit_events_of(&server, &bot, expected.len());
+        assert_eq!(recorded_kinds(&events), expected, "{trigger}");
+    }
+    // Recorded before the others, had it been recorded at all.
+    assert_eq!(audit_events_of(&server, &never, 0), Vec::<Value>::new());
+    // No trigger is `always`.
+    let default = new_bot(&server, AUDITED_BOT);
+    assert_eq!(executed(&server, &default, &json!({})), json!("ok"));
+    assert_eq!(recorded_kinds(&audit_events_of(&server, &default, 1)), ["quiet"]);
+}
+
 #[test]
 fn console_output_of_a_failed_execution_is_kept_in_the_audit_event() {
     let server = TestServer::example();

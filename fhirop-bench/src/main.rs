@@ -30,7 +30,7 @@ struct Cli {
     #[arg(long, default_value_t = 32)]
     connections: u32,
     /// Workloads to run (comma-separated; default all).
-    #[arg(long, default_value = "W0,W0gz,W1,W2,W3,W4,S2,S3,S4,S1")]
+    #[arg(long, default_value = "W0,W0gz,W1,W2,W3,W3q,W4,S2,S3,S4,S1")]
     workloads: String,
     /// Rounds: each round measures every workload once, each right after its baseline, and
     /// the table shows the median round. More rounds steady the ratios on a noisy machine.
@@ -184,8 +184,8 @@ fn post_json(url: &str, body: &Value) -> Result<Value, Error> {
     Ok(serde_json::from_str(&text)?)
 }
 
-fn bot_operation(base: &str, code: &str, js: &str, input: Value, output: Value) -> Result<(), Error> {
-    let bot = post_json(&format!("{base}/Bot"), &json!({"resourceType": "Bot", "name": code}))?;
+fn bot_operation(base: &str, code: &str, bot: Value, js: &str, input: Value, output: Value) -> Result<(), Error> {
+    let bot = post_json(&format!("{base}/Bot"), &bot)?;
     let id = bot["id"].as_str().ok_or("no Bot id")?;
     post_json(&format!("{base}/Bot/{id}/$deploy"), &json!({"code": js}))?;
     let mut parameters = vec![output];
@@ -209,16 +209,30 @@ fn bot_operation(base: &str, code: &str, js: &str, input: Value, output: Value) 
 /// Creates what the workloads need through the public API; returns (patient id with 500
 /// compartment resources).
 fn set_up(base: &str) -> Result<String, Error> {
+    let seed_input = json!({"use": "in", "name": "input", "type": "Patient", "min": 1, "max": "1"});
+    let seed_output = json!({"use": "out", "name": "return", "type": "Patient", "min": 1, "max": "1"});
     bot_operation(
         base,
         "add-identifier-js",
+        json!({"resourceType": "Bot", "name": "add-identifier-js"}),
         SEED_BOT,
-        json!({"use": "in", "name": "input", "type": "Patient", "min": 1, "max": "1"}),
-        json!({"use": "out", "name": "return", "type": "Patient", "min": 1, "max": "1"}),
+        seed_input.clone(),
+        seed_output.clone(),
+    )?;
+    // The same Bot with Medplum's auditEventTrigger `on-error`: successful runs write no
+    // AuditEvent (W3 with the default, `always`, writes one per call).
+    bot_operation(
+        base,
+        "add-identifier-js-quiet",
+        json!({"resourceType": "Bot", "name": "add-identifier-js-quiet", "auditEventTrigger": "on-error"}),
+        SEED_BOT,
+        seed_input,
+        seed_output,
     )?;
     bot_operation(
         base,
         "count-smiths",
+        json!({"resourceType": "Bot", "name": "count-smiths"}),
         SEARCH_BOT,
         Value::Null,
         json!({"use": "out", "name": "count", "type": "integer", "min": 1, "max": "1"}),
@@ -309,6 +323,15 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             name: "W3",
             method: "POST",
             path: "/Patient/$add-identifier-js".into(),
+            body: Some(BARE_PATIENT.into()),
+            check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
+            headers: &[],
+            baseline: None,
+        },
+        Workload {
+            name: "W3q",
+            method: "POST",
+            path: "/Patient/$add-identifier-js-quiet".into(),
             body: Some(BARE_PATIENT.into()),
             check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
             headers: &[],

@@ -40,10 +40,22 @@ pub const IMPLEMENTATION_EXTENSION: &str =
 struct Compiled {
     /// The Bot's version the bytecode was compiled from.
     version: u64,
-    bot: Value,
+    bot: Arc<Value>,
     bytecode: Arc<Vec<u8>>,
     /// What the Bot's own membership and policy let its `medplum` calls do.
     access: Access,
+}
+
+/// Whether an execution is recorded as an AuditEvent, by the Bot's `auditEventTrigger` as
+/// Medplum reads it: `always` (the default), `never`, `on-error`, or `on-output` (an error or
+/// console output). A Bot on a hot path can spare the store a write per call.
+fn audits(bot: &Value, succeeded: bool, log: &[String]) -> bool {
+    match bot.get("auditEventTrigger").and_then(Value::as_str) {
+        Some("never") => false,
+        Some("on-error") => !succeeded,
+        Some("on-output") => !succeeded || !log.is_empty(),
+        _ => true,
+    }
 }
 
 fn version_of(bot: &Value) -> u64 {
@@ -177,14 +189,14 @@ impl Bots {
             .and_then(|stored| stored.resource)
         {
             let access = self.bot_access(tenant, id).await?;
-            self.remember(tenant, id, bot, bytecode, access);
+            self.remember(tenant, id, Arc::new(bot), bytecode, access);
         }
         Ok(())
     }
 
     /// Caches a compiled version unless a newer one is cached already (an execution that read
     /// the Bot before a redeploy must not put the old code back).
-    fn remember(&self, tenant: &str, id: &str, bot: Value, bytecode: Arc<Vec<u8>>, access: Access) {
+    fn remember(&self, tenant: &str, id: &str, bot: Arc<Value>, bytecode: Arc<Vec<u8>>, access: Access) {
         let version = version_of(&bot);
         if let Ok(mut compiled) = self.compiled.write() {
             let key = (tenant.to_owned(), id.to_owned());
@@ -239,7 +251,7 @@ impl Bots {
 
     /// The Bot and the bytecode of its current version: from the cache, or read and compiled
     /// (after a restart, or after a write made the cache forget it).
-    async fn current(&self, tenant: &str, id: &str) -> Result<(Value, Arc<Vec<u8>>, Access), OperationError> {
+    async fn current(&self, tenant: &str, id: &str) -> Result<(Arc<Value>, Arc<Vec<u8>>, Access), OperationError> {
         let key = (tenant.to_owned(), id.to_owned());
         let cached = self
             .compiled
@@ -249,7 +261,7 @@ impl Bots {
         if let Some(cached) = cached {
             return Ok((cached.bot.clone(), cached.bytecode.clone(), cached.access.clone()));
         }
-        let bot = self.read_bot(tenant, id).await?;
+        let bot = Arc::new(self.read_bot(tenant, id).await?);
         let source = bot
             .get("code")
             .and_then(Value::as_str)
@@ -302,17 +314,19 @@ impl Bots {
             Err(error) => (false, Some(error), None),
         };
         let log = execution.log;
-        self.audit.record(ExecutionRecord {
-            tenant: tenant.to_owned(),
-            bot: format!("Bot/{id}"),
-            requester,
-            start: format_instant(started.0),
-            end: format_instant(SystemTime::now()),
-            succeeded,
-            error: error.as_ref().map(ToString::to_string),
-            log,
-            duration_ms: started.1.elapsed().as_millis(),
-        });
+        if audits(&bot, succeeded, &log) {
+            self.audit.record(ExecutionRecord {
+                tenant: tenant.to_owned(),
+                bot: format!("Bot/{id}"),
+                requester,
+                start: format_instant(started.0),
+                end: format_instant(SystemTime::now()),
+                succeeded,
+                error: error.as_ref().map(ToString::to_string),
+                log,
+                duration_ms: started.1.elapsed().as_millis(),
+            });
+        }
         if let Some(error) = error {
             return Err(bot_error(&error));
         }
