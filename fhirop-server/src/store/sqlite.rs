@@ -247,6 +247,30 @@ impl VersionRow {
     }
 }
 
+/// Binds a version's row: tenant, type, id, version, lastUpdated, its epoch milliseconds (for
+/// `resource_current`, which orders by them), deleted and body.
+fn bind_version<'q>(
+    query: SqliteQuery<'q>,
+    tenant: &'q str,
+    version: &'q VersionRow,
+    last_updated: &'q str,
+    last_updated_ms: Option<i64>,
+) -> SqliteQuery<'q> {
+    let query = query
+        .bind(tenant)
+        .bind(&version.resource_type)
+        .bind(&version.id)
+        .bind(version.version as i64)
+        .bind(last_updated);
+    let query = match last_updated_ms {
+        Some(millis) => query.bind(millis),
+        None => query,
+    };
+    query
+        .bind(i64::from(version.body.is_none()))
+        .bind(version.body.as_deref())
+}
+
 /// Rows one multi-row INSERT carries at most (at eight bound values each, far below SQLite's
 /// limit on variables).
 const ROWS_PER_STATEMENT: usize = 100;
@@ -291,18 +315,9 @@ async fn write_versions(
             "{verb} INTO resource_current (tenant, resource_type, id, version, last_updated, last_updated_ms, deleted, body) VALUES {}",
             placeholders(chunk.len(), 8)
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for version in chunk {
-            query = query
-                .bind(tenant)
-                .bind(&version.resource_type)
-                .bind(&version.id)
-                .bind(version.version as i64)
-                .bind(last_updated)
-                .bind(last_updated_ms)
-                .bind(i64::from(version.body.is_none()))
-                .bind(version.body.as_deref());
-        }
+        let query = chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), |query, version| {
+            bind_version(query, tenant, version, last_updated, Some(*last_updated_ms))
+        });
         if let Err(error) = query.execute(&mut *connection).await {
             return Err(match error.as_database_error() {
                 Some(database) if database.is_unique_violation() => existing_one(connection, tenant, chunk).await,
@@ -313,17 +328,9 @@ async fn write_versions(
             "INSERT INTO resource_version (tenant, resource_type, id, version, last_updated, deleted, body) VALUES {}",
             placeholders(chunk.len(), 7)
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for version in chunk {
-            query = query
-                .bind(tenant)
-                .bind(&version.resource_type)
-                .bind(&version.id)
-                .bind(version.version as i64)
-                .bind(last_updated)
-                .bind(i64::from(version.body.is_none()))
-                .bind(version.body.as_deref());
-        }
+        let query = chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), |query, version| {
+            bind_version(query, tenant, version, last_updated, None)
+        });
         query.execute(&mut *connection).await.map_err(database_error)?;
     }
     // Rows per table, in the order of `index_tables()`, with the value columns of each.
