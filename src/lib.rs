@@ -153,7 +153,7 @@ pub mod __private {
     pub use fhirop_runtime::definition::{Max, OperationDefinition, ParamDefinition};
     pub use fhirop_runtime::operation::{IntoOperations, Operation, OperationCall, handler_fn};
     pub use fhirop_runtime::outcome::{Issue, IssueType, OperationError};
-    pub use fhirop_runtime::output::{IntoOperationOutput, OperationOutput};
+    pub use fhirop_runtime::output::{IntoOperationOutput, OperationOutput, parameters_output};
     pub use fhirop_runtime::types::{
         BoundParams, FhirParam, GetSafe, OperationArg, ParamValue, ToParamValue, ToParamValues, TypeInfo,
     };

@@ -118,7 +118,7 @@ pub(crate) fn parameters(item: TokenStream) -> TokenStream {
             fn into_output(self) -> #p::Result<#p::OperationOutput, #p::OperationError> {
                 let mut __fhirop_values = #p::BoundParams::new();
                 #(#writes_again)*
-                #p::Ok(#p::OperationOutput::Resource(__fhirop_values.into_parameters_resource()))
+                #p::Ok(#p::parameters_output(__fhirop_values))
             }
         }
     })

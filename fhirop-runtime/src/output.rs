@@ -10,11 +10,29 @@ use crate::types::{BoundParams, FhirParam, ParamKind, ToParamValue, ToParamValue
 
 /// The result of an operation, before it is written to the wire.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum OperationOutput {
     /// A resource that is the body (a single `return` resource, or a `Parameters`).
     Resource(Value),
+    /// A resource that is the body, already serialized as compact JSON: a typed resource goes
+    /// to bytes directly, instead of through a `Value` that is built only to be serialized.
+    Json(bytes::Bytes),
     /// A response the handler built itself (`manual_response`).
     Http(HttpResponse),
+}
+
+impl OperationOutput {
+    /// The body as a JSON value (`Json` parsed, `Resource` as it is); `None` for `Http`.
+    pub fn into_json(self) -> Option<Result<Value, OperationError>> {
+        match self {
+            OperationOutput::Resource(value) => Some(Ok(value)),
+            OperationOutput::Json(bytes) => Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|error| OperationError::internal(format!("the output is not JSON: {error}"))),
+            ),
+            OperationOutput::Http(_) => None,
+        }
+    }
 }
 
 /// A handler's return type.
@@ -64,8 +82,8 @@ impl ParamDefinition {
 
 /// Serializes a typed resource as the body.
 pub fn resource_output<T: serde::Serialize>(resource: &T) -> Result<OperationOutput, OperationError> {
-    serde_json::to_value(resource)
-        .map(OperationOutput::Resource)
+    serde_json::to_vec(resource)
+        .map(|bytes| OperationOutput::Json(bytes.into()))
         .map_err(|error| OperationError::internal(format!("the resource could not be serialized: {error}")))
 }
 
@@ -73,7 +91,16 @@ pub fn resource_output<T: serde::Serialize>(resource: &T) -> Result<OperationOut
 pub fn return_parameters(values: Vec<crate::types::ParamValue>) -> OperationOutput {
     let mut parameters = BoundParams::new();
     parameters.extend("return", values);
-    OperationOutput::Resource(parameters.into_parameters_resource())
+    parameters_output(parameters)
+}
+
+/// `parameters` as the body: serialized straight to bytes.
+pub fn parameters_output(parameters: BoundParams) -> OperationOutput {
+    match parameters.to_parameters_json() {
+        Ok(bytes) => OperationOutput::Json(bytes.into()),
+        // Values built in this process always serialize; keep the value form if one did not.
+        Err(_) => OperationOutput::Resource(parameters.into_parameters_resource()),
+    }
 }
 
 impl<T: IntoOperationOutput, E: Into<OperationError>> IntoOperationOutput for Result<T, E> {
@@ -212,7 +239,7 @@ impl IntoOperationOutput for Parameters {
         Vec::new()
     }
     fn into_output(self) -> Result<OperationOutput, OperationError> {
-        Ok(OperationOutput::Resource(self.values.into_parameters_resource()))
+        Ok(parameters_output(self.values))
     }
 }
 
@@ -222,10 +249,7 @@ mod tests {
     use serde_json::json;
 
     fn body(output: OperationOutput) -> Value {
-        match output {
-            OperationOutput::Resource(body) => body,
-            OperationOutput::Http(_) => panic!("expected a body"),
-        }
+        output.into_json().expect("expected a body").unwrap()
     }
 
     #[test]

@@ -607,7 +607,13 @@ async fn invoke(
     let (status, headers) = context.take_response_control();
     let mut response = match output {
         OperationOutput::Resource(body) => format.respond(status.unwrap_or(StatusCode::OK), &body),
+        OperationOutput::Json(bytes) if !format.pretty => format.respond_bytes(status.unwrap_or(StatusCode::OK), bytes),
         OperationOutput::Http(response) => response,
+        json => match json.into_json() {
+            Some(Ok(body)) => format.respond(status.unwrap_or(StatusCode::OK), &body),
+            Some(Err(error)) => format.respond_error(&error),
+            None => format.respond_error(&OperationError::internal("the operation produced no body")),
+        },
     };
     for (name, value) in headers {
         response.headers_mut().append(name, value);

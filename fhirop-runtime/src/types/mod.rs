@@ -225,6 +225,11 @@ impl BoundParams {
         entries
     }
 
+    /// A `Parameters` resource holding these values, serialized as compact JSON.
+    pub fn to_parameters_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&ParametersJson(self))
+    }
+
     /// A `Parameters` resource holding these values.
     pub fn into_parameters_resource(self) -> Value {
         let mut parameters = serde_json::Map::new();
@@ -234,6 +239,56 @@ impl BoundParams {
             parameters.insert("parameter".into(), entries.into());
         }
         Value::Object(parameters)
+    }
+}
+
+/// A `Parameters` resource holding `BoundParams`, serialized straight from them: the same
+/// JSON as [`BoundParams::into_parameters_resource`], without building a `Value` first.
+struct ParametersJson<'a>(&'a BoundParams);
+
+/// The `parameter` entries of `BoundParams`.
+struct EntriesJson<'a>(&'a BoundParams);
+
+/// One `parameter` entry.
+struct EntryJson<'a>(&'a str, &'a ParamValue);
+
+impl serde::Serialize for ParametersJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("resourceType", "Parameters")?;
+        if !self.0.entries.is_empty() {
+            map.serialize_entry("parameter", &EntriesJson(self.0))?;
+        }
+        map.end()
+    }
+}
+
+impl serde::Serialize for EntriesJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            self.0
+                .entries
+                .iter()
+                .flat_map(|(name, values)| values.iter().map(move |value| EntryJson(name, value))),
+        )
+    }
+}
+
+impl serde::Serialize for EntryJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("name", self.0)?;
+        match self.1 {
+            ParamValue::Text { text, .. } => map.serialize_entry("valueString", text)?,
+            ParamValue::Value { fhir_type, value } => {
+                map.serialize_entry(&format!("value{}", value_suffix(fhir_type)), value)?
+            }
+            ParamValue::Resource(resource) => map.serialize_entry("resource", resource)?,
+            ParamValue::Parts(parts) => map.serialize_entry("part", &EntriesJson(parts))?,
+        }
+        map.end()
     }
 }
 
@@ -451,4 +506,64 @@ macro_rules! resource_type {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parameters_serialize_straight_to_the_same_json_as_through_a_value() {
+        let mut parts = BoundParams::new();
+        parts.push(
+            "code",
+            ParamValue::Value {
+                fhir_type: "code".into(),
+                value: json!("x"),
+            },
+        );
+        parts.push(
+            "note",
+            ParamValue::Text {
+                text: "ünïcode \"quoted\"".into(),
+                modifier: None,
+            },
+        );
+        let mut params = BoundParams::new();
+        params.push(
+            "return",
+            ParamValue::Resource(json!({"resourceType": "Patient", "id": "p1"})),
+        );
+        params.push(
+            "when",
+            ParamValue::Value {
+                fhir_type: "dateTime".into(),
+                value: json!("2026-11-23T10:00:00Z"),
+            },
+        );
+        params.push("detail", ParamValue::Parts(parts));
+        params.push(
+            "return",
+            ParamValue::Resource(json!({"resourceType": "Patient", "id": "p2"})),
+        );
+        let direct: Value = serde_json::from_slice(&params.to_parameters_json().unwrap()).unwrap();
+        assert_eq!(direct, params.clone().into_parameters_resource());
+        assert_eq!(
+            direct,
+            json!({"resourceType": "Parameters", "parameter": [
+                {"name": "return", "resource": {"resourceType": "Patient", "id": "p1"}},
+                {"name": "return", "resource": {"resourceType": "Patient", "id": "p2"}},
+                {"name": "when", "valueDateTime": "2026-11-23T10:00:00Z"},
+                {"name": "detail", "part": [
+                    {"name": "code", "valueCode": "x"},
+                    {"name": "note", "valueString": "ünïcode \"quoted\""},
+                ]},
+            ]})
+        );
+        assert_eq!(
+            BoundParams::new().to_parameters_json().unwrap(),
+            br#"{"resourceType":"Parameters"}"#
+        );
+    }
 }

@@ -384,7 +384,6 @@ impl StoreHost {
         )
         .await?;
         match output {
-            fhirop::output::OperationOutput::Resource(value) => Ok(value),
             fhirop::output::OperationOutput::Http(response) => {
                 let bytes = actix_web::body::to_bytes(response.into_body())
                     .await
@@ -392,6 +391,9 @@ impl StoreHost {
                 Ok(serde_json::from_slice(&bytes)
                     .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())))
             }
+            body => body
+                .into_json()
+                .unwrap_or_else(|| Err(OperationError::internal("the operation produced no body"))),
         }
     }
 }

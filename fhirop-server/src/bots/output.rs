@@ -242,10 +242,7 @@ mod tests {
     }
 
     fn body(output: OperationOutput) -> Value {
-        match output {
-            OperationOutput::Resource(body) => body,
-            OperationOutput::Http(_) => panic!("a body"),
-        }
+        output.into_json().expect("a body").unwrap()
     }
 
     #[test]
