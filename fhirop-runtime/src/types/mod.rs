@@ -252,6 +252,22 @@ struct EntriesJson<'a>(&'a BoundParams);
 /// One `parameter` entry.
 struct EntryJson<'a>(&'a str, &'a ParamValue);
 
+/// `value[x]` for a FHIR type (`valueDateTime` for `dateTime`), written without building a
+/// `String`.
+struct ValueKey<'a>(&'a str);
+
+impl serde::Serialize for ValueKey<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut chars = self.0.chars();
+        match chars.next() {
+            Some(first) => {
+                serializer.collect_str(&format_args!("value{}{}", first.to_ascii_uppercase(), chars.as_str()))
+            }
+            None => serializer.serialize_str("value"),
+        }
+    }
+}
+
 impl serde::Serialize for ParametersJson<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -282,9 +298,7 @@ impl serde::Serialize for EntryJson<'_> {
         map.serialize_entry("name", self.0)?;
         match self.1 {
             ParamValue::Text { text, .. } => map.serialize_entry("valueString", text)?,
-            ParamValue::Value { fhir_type, value } => {
-                map.serialize_entry(&format!("value{}", value_suffix(fhir_type)), value)?
-            }
+            ParamValue::Value { fhir_type, value } => map.serialize_entry(&ValueKey(fhir_type), value)?,
             ParamValue::Resource(resource) => map.serialize_entry("resource", resource)?,
             ParamValue::Parts(parts) => map.serialize_entry("part", &EntriesJson(parts))?,
         }
