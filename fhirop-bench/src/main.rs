@@ -529,24 +529,32 @@ fn run(cli: &Cli) -> Result<(), Error> {
         rounds
     );
 
-    // Both servers run for the whole benchmark (only one is under load at a time), so each
-    // fhirop measurement comes right after its baseline's and drift hits both alike.
-    let baseline = start("baseline")?;
+    // Each fhirop measurement comes right after its baseline's, so drift hits both alike. Each
+    // round starts both servers afresh: the workloads write (S1 creates Patients, every W3
+    // call stores an AuditEvent), and a round must not search or hold the last round's data.
     let baseline_workloads = baseline::workloads();
-    let server = start("fhirop")?;
-    let idle_rss = peak_rss_mib(server.child.id());
-    let base = server.base_url.clone();
-    let patient_id = set_up(&base)?;
-    let sample = post_json(&format!("{base}/Patient"), &serde_json::from_str(BARE_PATIENT)?)?;
-    let sample_id = sample["id"].as_str().unwrap_or_default().to_owned();
-    let workloads: Vec<Workload> = workloads(&patient_id, &sample_id)
-        .into_iter()
-        .filter(|workload| selected.contains(&workload.name))
-        .collect();
-
+    let mut idle_rss = f64::NAN;
+    let mut measured_workloads: Vec<(&'static str, Option<&'static str>)> = Vec::new();
     let mut baseline_rounds: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
     let mut rounds_of: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
-    for _ in 0..rounds {
+    for round in 0..rounds {
+        let baseline = start("baseline")?;
+        let server = start("fhirop")?;
+        if round == 0 {
+            idle_rss = peak_rss_mib(server.child.id());
+        }
+        let base = server.base_url.clone();
+        let patient_id = set_up(&base)?;
+        let sample = post_json(&format!("{base}/Patient"), &serde_json::from_str(BARE_PATIENT)?)?;
+        let sample_id = sample["id"].as_str().unwrap_or_default().to_owned();
+        let workloads: Vec<Workload> = workloads(&patient_id, &sample_id)
+            .into_iter()
+            .filter(|workload| selected.contains(&workload.name))
+            .collect();
+        measured_workloads = workloads
+            .iter()
+            .map(|workload| (workload.name, workload.baseline))
+            .collect();
         for workload in &workloads {
             if let Some((name, partner)) = workload
                 .baseline
@@ -575,18 +583,15 @@ fn run(cli: &Cli) -> Result<(), Error> {
     for (name, measured) in &baseline_medians {
         print_row(&format!("base-{name}"), measured, "1.00");
     }
-    for workload in &workloads {
-        let Some(measured) = rounds_of.get(workload.name).map(|measured| median(measured)) else {
+    for (name, partner) in measured_workloads {
+        let Some(measured) = rounds_of.get(name).map(|measured| median(measured)) else {
             continue;
         };
-        let ratio = workload
-            .baseline
-            .and_then(|name| baseline_medians.get(name))
-            .map_or_else(
-                || "-".to_owned(),
-                |base| format!("{:.2}", measured.requests_per_second / base.requests_per_second),
-            );
-        print_row(workload.name, &measured, &ratio);
+        let ratio = partner.and_then(|partner| baseline_medians.get(partner)).map_or_else(
+            || "-".to_owned(),
+            |base| format!("{:.2}", measured.requests_per_second / base.requests_per_second),
+        );
+        print_row(name, &measured, &ratio);
     }
     println!("\nidle RSS of the fhirop server after start: {idle_rss:.1} MiB");
     Ok(())
