@@ -58,7 +58,10 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS search_reference (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         target_type TEXT NOT NULL, target_id TEXT NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS search_reference_value ON search_reference (tenant, target_id, param)",
+    // What references a target ($everything's compartment): covering too, or SQLite prefers the
+    // covering index below and scans every reference in the tenant.
+    "DROP INDEX IF EXISTS search_reference_value",
+    "CREATE INDEX IF NOT EXISTS search_reference_target ON search_reference (tenant, target_id, target_type, param, resource_type, id)",
     "DROP INDEX IF EXISTS search_reference_param",
     "CREATE INDEX IF NOT EXISTS search_reference_covering ON search_reference (tenant, resource_type, param, target_id, target_type, id)",
     "CREATE INDEX IF NOT EXISTS search_reference_owner ON search_reference (tenant, resource_type, id)",
@@ -647,8 +650,11 @@ impl ResourceStore for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<StoredResource>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
+                // CROSS JOIN keeps the reference index as the outer loop: SQLite would otherwise
+                // walk every current resource in the ORDER BY's index order and probe each one,
+                // which grows with the whole store (Bots' AuditEvents included).
                 "SELECT r.resource_type, r.id, r.version, r.last_updated, r.body, i.param FROM search_reference i \
-                 JOIN resource_current r ON r.tenant = i.tenant AND r.resource_type = i.resource_type AND r.id = i.id \
+                 CROSS JOIN resource_current r ON r.tenant = i.tenant AND r.resource_type = i.resource_type AND r.id = i.id \
                  WHERE i.tenant = ? AND i.target_id = ? AND i.target_type = ? AND r.deleted = 0 \
                  ORDER BY r.resource_type, r.last_updated_ms, r.id",
             )
