@@ -509,7 +509,7 @@ fn print_row(name: &str, measured: &Measurement, ratio: &str) {
         String::new()
     };
     println!(
-        "{:<9} {:>12.0} {:>9.3} {:>9.3} {:>10.1} {:>9}{errors}",
+        "{:<9} {:>12.0} {:>9.3} {:>9.3} {:>10.1}  {}{errors}",
         name, measured.requests_per_second, measured.p50_ms, measured.p99_ms, measured.peak_rss_mib, ratio
     );
 }
@@ -537,6 +537,9 @@ fn run(cli: &Cli) -> Result<(), Error> {
     let mut measured_workloads: Vec<(&'static str, Option<&'static str>)> = Vec::new();
     let mut baseline_rounds: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
     let mut rounds_of: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
+    // Each round's rate over the baseline's measured just before it: pairs share the
+    // machine's state, which medians taken apart do not.
+    let mut ratios_of: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for round in 0..rounds {
         let baseline = start("baseline")?;
         let server = start("fhirop")?;
@@ -556,25 +559,29 @@ fn run(cli: &Cli) -> Result<(), Error> {
             .map(|workload| (workload.name, workload.baseline))
             .collect();
         for workload in &workloads {
+            let mut partner_rate = None;
             if let Some((name, partner)) = workload
                 .baseline
                 .and_then(|wanted| baseline_workloads.iter().find(|(name, _)| *name == wanted))
             {
-                baseline_rounds
-                    .entry(name)
-                    .or_default()
-                    .push(measure(cli, &baseline, partner)?);
+                let measured = measure(cli, &baseline, partner)?;
+                partner_rate = Some(measured.requests_per_second);
+                baseline_rounds.entry(name).or_default().push(measured);
             }
-            rounds_of
-                .entry(workload.name)
-                .or_default()
-                .push(measure(cli, &server, workload)?);
+            let measured = measure(cli, &server, workload)?;
+            if let Some(partner_rate) = partner_rate {
+                ratios_of
+                    .entry(workload.name)
+                    .or_default()
+                    .push(measured.requests_per_second / partner_rate);
+            }
+            rounds_of.entry(workload.name).or_default().push(measured);
         }
     }
 
     println!(
-        "\n{:<9} {:>12} {:>9} {:>9} {:>10} {:>9}",
-        "workload", "requests/s", "p50 ms", "p99 ms", "peak MiB", "ratio"
+        "\n{:<9} {:>12} {:>9} {:>9} {:>10}  ratio to the baseline (median of rounds)",
+        "workload", "requests/s", "p50 ms", "p99 ms", "peak MiB"
     );
     let baseline_medians: BTreeMap<&str, Measurement> = baseline_rounds
         .iter()
@@ -583,14 +590,23 @@ fn run(cli: &Cli) -> Result<(), Error> {
     for (name, measured) in &baseline_medians {
         print_row(&format!("base-{name}"), measured, "1.00");
     }
-    for (name, partner) in measured_workloads {
+    for (name, _) in measured_workloads {
         let Some(measured) = rounds_of.get(name).map(|measured| median(measured)) else {
             continue;
         };
-        let ratio = partner.and_then(|partner| baseline_medians.get(partner)).map_or_else(
-            || "-".to_owned(),
-            |base| format!("{:.2}", measured.requests_per_second / base.requests_per_second),
-        );
+        let ratio = match ratios_of.get(name) {
+            Some(ratios) => {
+                let mut sorted = ratios.clone();
+                sorted.sort_by(f64::total_cmp);
+                let each: Vec<String> = ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
+                format!(
+                    "{:.2}  (rounds: {})",
+                    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+                    each.join(" ")
+                )
+            }
+            None => "-".to_owned(),
+        };
         print_row(name, &measured, &ratio);
     }
     println!("\nidle RSS of the fhirop server after start: {idle_rss:.1} MiB");
