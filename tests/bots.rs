@@ -7,11 +7,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{FHIR_JSON, Reply, TestServer, send};
+use common::{
+    BOT_IMPLEMENTATION, FHIR_JSON, Reply, TestServer, all_ok, bot_definition, create, define, deployed, new_bot, send,
+};
 use serde_json::{Value, json};
-
-/// The extension that links an OperationDefinition to the Bot implementing it.
-const IMPLEMENTATION: &str = "https://medplum.com/fhir/StructureDefinition/operationDefinition-implementation";
 
 /// What `$execute` answers with: the Bot's raw value as JSON.
 const RAW_JSON: &str = "application/json; charset=utf-8";
@@ -89,63 +88,9 @@ fn seed_patient_with_identifier() -> Value {
     })
 }
 
-fn all_ok() -> Value {
-    json!({"resourceType": "OperationOutcome", "issue": [{
-        "severity": "information", "code": "informational", "details": {"text": "All OK"}
-    }]})
-}
-
-/// Creates a Bot; returns its id.
-fn create_bot(server: &TestServer, bot: &Value) -> String {
-    let reply = server.post_json("/Bot", bot);
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["id"].as_str().expect("the Bot's id").to_owned()
-}
-
 /// POSTs `{"code": code}` to `Bot/{bot}/$deploy`.
 fn deploy(server: &TestServer, bot: &str, code: &str) -> Reply {
     server.post_json(&format!("/Bot/{bot}/$deploy"), &json!({ "code": code }))
-}
-
-/// Deploys `code` and checks the answer.
-fn deployed(server: &TestServer, bot: &str, code: &str) {
-    let reply = deploy(server, bot, code);
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.json(), all_ok());
-}
-
-/// A new Bot running `code`; returns its id.
-fn new_bot(server: &TestServer, code: &str) -> String {
-    let id = create_bot(server, &json!({"resourceType": "Bot", "name": "test bot"}));
-    deployed(server, &id, code);
-    id
-}
-
-/// An OperationDefinition implemented by `Bot/{bot}` with `fields` (code, levels, parameters).
-fn definition(bot: &str, fields: Value) -> Value {
-    let mut definition = json!({
-        "resourceType": "OperationDefinition",
-        "extension": [{"url": IMPLEMENTATION, "valueReference": {"reference": format!("Bot/{bot}")}}],
-        "status": "active",
-        "kind": "operation",
-    });
-    let Value::Object(fields) = fields else {
-        panic!("fields must be an object")
-    };
-    for (key, value) in fields {
-        definition[key] = value;
-    }
-    if definition.get("name").is_none() {
-        definition["name"] = definition["code"].clone();
-    }
-    definition
-}
-
-/// Stores a Bot-backed OperationDefinition; returns its id.
-fn define(server: &TestServer, bot: &str, fields: Value) -> String {
-    let reply = server.post_json("/OperationDefinition", &definition(bot, fields));
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["id"].as_str().expect("the definition's id").to_owned()
 }
 
 /// POSTs `input` to `Bot/{bot}/$execute`.
@@ -390,7 +335,7 @@ fn seed_walkthrough_with_curl() {
 #[test]
 fn deploy_accepts_plain_json_and_parameters() {
     let server = TestServer::example();
-    let bot = create_bot(&server, &json!({"resourceType": "Bot", "name": "forms"}));
+    let bot = create(&server, &json!({"resourceType": "Bot", "name": "forms"}));
     deployed(&server, &bot, "exports.handler = async () => 'plain';");
     assert_eq!(executed(&server, &bot, &json!({})), json!("plain"));
     let reply = server.post_json(
@@ -519,7 +464,7 @@ fn execute_get_passes_the_query_as_input_with_repeats_as_arrays() {
 #[test]
 fn execute_by_identifier_finds_the_bot() {
     let server = TestServer::example();
-    let first = create_bot(
+    let first = create(
         &server,
         &json!({"resourceType": "Bot", "name": "a", "identifier": [{"system": "urn:bots", "value": "a"}]}),
     );
@@ -528,7 +473,7 @@ fn execute_by_identifier_finds_the_bot() {
         &first,
         "exports.handler = async (medplum, event) => ({bot: 'a', input: event.input});",
     );
-    let second = create_bot(
+    let second = create(
         &server,
         &json!({"resourceType": "Bot", "name": "b", "identifier": [{"system": "urn:bots", "value": "b"}]}),
     );
@@ -597,7 +542,7 @@ fn system_definitions_are_added_replaced_and_removed_at_once() {
     assert_eq!(read["parameter"], out);
     assert_eq!(
         read["extension"],
-        json!([{"url": IMPLEMENTATION, "valueReference": {"reference": format!("Bot/{bot}")}}])
+        json!([{"url": BOT_IMPLEMENTATION, "valueReference": {"reference": format!("Bot/{bot}")}}])
     );
     let call = server.post_json("/$hot-one", &parameters(json!([])));
     assert_eq!(call.status, 200, "{}", call.body);
@@ -606,7 +551,7 @@ fn system_definitions_are_added_replaced_and_removed_at_once() {
     assert_eq!(server.get("/$hot-one").json(), answer);
 
     // A new version under another code replaces the operation.
-    let mut replacement = definition(
+    let mut replacement = bot_definition(
         &bot,
         json!({"code": "hot-two", "system": true, "type": false, "instance": false, "parameter": out}),
     );
@@ -717,7 +662,7 @@ fn a_definition_naming_a_missing_bot_is_refused_and_not_stored() {
     let before = stored_definitions(&server);
     let registered = server.get("/OperationDefinition").json()["total"].clone();
     for reference in ["Bot/does-not-exist", "Patient/123"] {
-        let mut body = definition("x", json!({"code": "orphan", "system": true}));
+        let mut body = bot_definition("x", json!({"code": "orphan", "system": true}));
         body["extension"][0]["valueReference"]["reference"] = json!(reference);
         let reply = server.post_json("/OperationDefinition", &body);
         assert_eq!(reply.status, 400, "{reference}: {}", reply.body);
@@ -749,7 +694,7 @@ fn a_definition_clashing_with_a_native_operation_is_refused_and_not_stored() {
         json!({"code": "healthcheck", "system": true}),
         json!({"code": "deploy", "resource": ["Bot"], "instance": true}),
     ] {
-        let reply = server.post_json("/OperationDefinition", &definition(&bot, fields.clone()));
+        let reply = server.post_json("/OperationDefinition", &bot_definition(&bot, fields.clone()));
         assert_eq!(reply.status, 400, "{fields}: {}", reply.body);
         assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
         assert_eq!(reply.issue_codes(), ["duplicate"], "{fields}");
@@ -783,7 +728,7 @@ fn a_definition_clashing_with_a_native_operation_is_refused_and_not_stored() {
     define(&server, &bot, json!({"code": "mine", "system": true}));
     let reply = server.post_json(
         "/OperationDefinition",
-        &definition(&bot, json!({"code": "mine", "system": true})),
+        &bot_definition(&bot, json!({"code": "mine", "system": true})),
     );
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(reply.issue_codes(), ["duplicate"]);
@@ -910,7 +855,7 @@ fn input_is_validated_before_the_bot_runs() {
 // ---------------------------------------------------------------------------------------
 
 fn secret_bot(server: &TestServer, code: &str) -> String {
-    let bot = create_bot(
+    let bot = create(
         server,
         &json!({"resourceType": "Bot", "name": "eventful", "secret": [{"name": "apiKey", "valueString": "s3cret"}]}),
     );
@@ -1559,7 +1504,7 @@ const AUDITED_BOT: &str = "exports.handler = async function (medplum, event) {\n
 /// A Bot with `trigger` as its auditEventTrigger, run through a quiet success, a success
 /// with console output and a failure, in that order.
 fn run_audited_bot(server: &TestServer, trigger: &str) -> String {
-    let bot = create_bot(
+    let bot = create(
         server,
         &json!({"resourceType": "Bot", "name": "audited", "auditEventTrigger": trigger}),
     );

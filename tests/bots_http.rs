@@ -3,21 +3,8 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, create, new_bot_named};
 use serde_json::{Value, json};
-
-fn create(server: &TestServer, resource: Value) -> String {
-    let reply = server.post_json(&format!("/{}", resource["resourceType"].as_str().unwrap()), &resource);
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["id"].as_str().unwrap().to_owned()
-}
-
-fn deployed_bot(server: &TestServer, code: &str) -> String {
-    let bot = create(server, json!({"resourceType": "Bot", "name": "caller"}));
-    let reply = server.post_json(&format!("/Bot/{bot}/$deploy"), &json!({"code": code}));
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    bot
-}
 
 fn execute(server: &TestServer, bot: &str) -> Value {
     let reply = server.post_json(&format!("/Bot/{bot}/$execute"), &json!({}));
@@ -28,9 +15,10 @@ fn execute(server: &TestServer, bot: &str) -> Value {
 #[test]
 fn a_bot_calls_rest_paths_and_native_operations_in_process() {
     let server = TestServer::example();
-    let patient = create(&server, json!({"resourceType": "Patient", "gender": "female"}));
-    let bot = deployed_bot(
+    let patient = create(&server, &json!({"resourceType": "Patient", "gender": "female"}));
+    let bot = new_bot_named(
         &server,
+        "caller",
         &format!(
             "exports.handler = async (medplum) => {{\n\
                const read = await medplum.get(medplum.fhirUrl('Patient', '{patient}'));\n\
@@ -57,8 +45,9 @@ fn a_bot_calls_rest_paths_and_native_operations_in_process() {
 #[test]
 fn a_bot_calls_another_bots_operation() {
     let server = TestServer::example();
-    let callee = deployed_bot(
+    let callee = new_bot_named(
         &server,
+        "caller",
         "exports.handler = async (medplum, event) => ({ doubled: event.parameters.n * 2 });",
     );
     let definition = server.post_json(
@@ -74,8 +63,9 @@ fn a_bot_calls_another_bots_operation() {
         }),
     );
     assert_eq!(definition.status, 201, "{}", definition.body);
-    let caller = deployed_bot(
+    let caller = new_bot_named(
         &server,
+        "caller",
         "exports.handler = async (medplum) => {\n\
            const answer = await medplum.post('$double', {resourceType: 'Parameters', parameter: [{name: 'n', valueInteger: 21}]});\n\
            let refused;\n\

@@ -10,47 +10,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use common::{FHIR_JSON, Reply, TestServer};
+use common::{FHIR_JSON, Reply, TestServer, create, define, deployed, new_bot};
 use serde_json::{Value, json};
-
-const IMPLEMENTATION: &str = "https://medplum.com/fhir/StructureDefinition/operationDefinition-implementation";
-
-fn create_bot(server: &TestServer, bot: &Value) -> String {
-    let reply = server.post_json("/Bot", bot);
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["id"].as_str().expect("the Bot's id").to_owned()
-}
-
-fn deployed(server: &TestServer, bot: &str, code: &str) {
-    let reply = server.post_json(&format!("/Bot/{bot}/$deploy"), &json!({ "code": code }));
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    assert_eq!(reply.json()["issue"][0]["code"], "informational");
-}
-
-fn new_bot(server: &TestServer, code: &str) -> String {
-    let id = create_bot(server, &json!({"resourceType": "Bot", "name": "test bot"}));
-    deployed(server, &id, code);
-    id
-}
-
-fn define(server: &TestServer, bot: &str, fields: Value) -> String {
-    let mut definition = json!({
-        "resourceType": "OperationDefinition",
-        "extension": [{"url": IMPLEMENTATION, "valueReference": {"reference": format!("Bot/{bot}")}}],
-        "status": "active",
-        "kind": "operation",
-    });
-    let Value::Object(fields) = fields else {
-        panic!("fields must be an object")
-    };
-    for (key, value) in fields {
-        definition[key] = value;
-    }
-    definition["name"] = definition["code"].clone();
-    let reply = server.post_json("/OperationDefinition", &definition);
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["id"].as_str().expect("the definition's id").to_owned()
-}
 
 fn execute(server: &TestServer, bot: &str) -> Reply {
     server.post_json(&format!("/Bot/{bot}/$execute"), &json!({}))
@@ -77,7 +38,7 @@ fn parameters(entries: Value) -> Value {
 #[test]
 fn an_infinite_loop_ends_at_the_bots_timeout_with_504() {
     let server = TestServer::example();
-    let bot = create_bot(&server, &json!({"resourceType": "Bot", "name": "looper", "timeout": 1}));
+    let bot = create(&server, &json!({"resourceType": "Bot", "name": "looper", "timeout": 1}));
     deployed(
         &server,
         &bot,

@@ -2,38 +2,14 @@
 
 mod common;
 
-use common::TestServer;
-use serde_json::{Value, json};
-
-fn create(server: &TestServer, resource: Value) -> String {
-    let reply = server.post_json(&format!("/{}", resource["resourceType"].as_str().unwrap()), &resource);
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    reply.json()["id"].as_str().unwrap().to_owned()
-}
-
-fn deploy(server: &TestServer, code: &str) -> String {
-    let bot = create(server, json!({"resourceType": "Bot", "name": "example"}));
-    let reply = server.post_json(&format!("/Bot/{bot}/$deploy"), &json!({"code": code}));
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    bot
-}
-
-fn link(server: &TestServer, bot: &str, definition: Value) {
-    let mut definition = definition;
-    definition["resourceType"] = json!("OperationDefinition");
-    definition["extension"] = json!([{
-        "url": "https://medplum.com/fhir/StructureDefinition/operationDefinition-implementation",
-        "valueReference": {"reference": format!("Bot/{bot}")},
-    }]);
-    let reply = server.post_json("/OperationDefinition", &definition);
-    assert_eq!(reply.status, 201, "{}", reply.body);
-}
+use common::{TestServer, create, define, new_bot_named};
+use serde_json::json;
 
 #[test]
 fn add_identifier_bot_appends_the_identifier() {
     let server = TestServer::example();
-    let bot = deploy(&server, include_str!("../examples/bots/add-identifier.js"));
-    link(
+    let bot = new_bot_named(&server, "example", include_str!("../examples/bots/add-identifier.js"));
+    define(
         &server,
         &bot,
         json!({
@@ -58,20 +34,20 @@ fn add_identifier_bot_appends_the_identifier() {
 #[test]
 fn patient_summary_bot_counts_conditions_and_encounters() {
     let server = TestServer::example();
-    let patient = create(&server, json!({"resourceType": "Patient"}));
+    let patient = create(&server, &json!({"resourceType": "Patient"}));
     for _ in 0..2 {
         create(
             &server,
-            json!({"resourceType": "Condition", "subject": {"reference": format!("Patient/{patient}")}}),
+            &json!({"resourceType": "Condition", "subject": {"reference": format!("Patient/{patient}")}}),
         );
     }
     let encounter = create(
         &server,
-        json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+        &json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
                "subject": {"reference": format!("Patient/{patient}")}}),
     );
-    let bot = deploy(&server, include_str!("../examples/bots/patient-summary.js"));
-    link(
+    let bot = new_bot_named(&server, "example", include_str!("../examples/bots/patient-summary.js"));
+    define(
         &server,
         &bot,
         json!({

@@ -268,3 +268,68 @@ pub fn as_client(server: &TestServer, token: &str, method: &str, path: &str, bod
         text.as_deref().map(str::as_bytes),
     )
 }
+
+/// The extension that links an OperationDefinition to the Bot implementing it (Medplum's).
+pub const BOT_IMPLEMENTATION: &str = "https://medplum.com/fhir/StructureDefinition/operationDefinition-implementation";
+
+/// The OperationOutcome a successful `$deploy` answers.
+pub fn all_ok() -> Value {
+    serde_json::json!({"resourceType": "OperationOutcome", "issue": [{
+        "severity": "information", "code": "informational", "details": {"text": "All OK"}
+    }]})
+}
+
+/// Creates `resource` at `[base]/{resourceType}` (expecting 201); returns its id.
+pub fn create(server: &TestServer, resource: &Value) -> String {
+    let resource_type = resource["resourceType"].as_str().expect("a resourceType");
+    let reply = server.post_json(&format!("/{resource_type}"), resource);
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.json()["id"].as_str().expect("the created id").to_owned()
+}
+
+/// Deploys `code` to `Bot/{bot}` and checks the answer.
+pub fn deployed(server: &TestServer, bot: &str, code: &str) {
+    let reply = server.post_json(&format!("/Bot/{bot}/$deploy"), &serde_json::json!({ "code": code }));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json(), all_ok());
+}
+
+/// A new Bot named `name` running `code`; returns its id.
+pub fn new_bot_named(server: &TestServer, name: &str, code: &str) -> String {
+    let id = create(server, &serde_json::json!({"resourceType": "Bot", "name": name}));
+    deployed(server, &id, code);
+    id
+}
+
+/// An OperationDefinition implemented by `Bot/{bot}` with `fields` (code, levels,
+/// parameters); `name` defaults to the code.
+pub fn bot_definition(bot: &str, fields: Value) -> Value {
+    let mut definition = serde_json::json!({
+        "resourceType": "OperationDefinition",
+        "extension": [{"url": BOT_IMPLEMENTATION, "valueReference": {"reference": format!("Bot/{bot}")}}],
+        "status": "active",
+        "kind": "operation",
+    });
+    let Value::Object(fields) = fields else {
+        panic!("fields must be an object")
+    };
+    for (key, value) in fields {
+        definition[key] = value;
+    }
+    if definition.get("name").is_none() {
+        definition["name"] = definition["code"].clone();
+    }
+    definition
+}
+
+/// A new Bot running `code`; returns its id.
+pub fn new_bot(server: &TestServer, code: &str) -> String {
+    new_bot_named(server, "test bot", code)
+}
+
+/// Stores a Bot-backed OperationDefinition (see [`bot_definition`]); returns its id.
+pub fn define(server: &TestServer, bot: &str, fields: Value) -> String {
+    let reply = server.post_json("/OperationDefinition", &bot_definition(bot, fields));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    reply.json()["id"].as_str().expect("the definition's id").to_owned()
+}
