@@ -8,7 +8,8 @@ mod common;
 use std::process::Command;
 
 use common::{
-    BOT_IMPLEMENTATION, FHIR_JSON, Reply, TestServer, all_ok, bot_definition, create, define, deployed, new_bot, send,
+    BOT_IMPLEMENTATION, FHIR_JSON, Reply, TestServer, all_ok, bot_definition, create, define, deployed, new_bot,
+    parameters, send,
 };
 use serde_json::{Value, json};
 
@@ -104,23 +105,6 @@ fn executed(server: &TestServer, bot: &str, input: &Value) -> Value {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some(RAW_JSON));
     reply.json()
-}
-
-/// Every issue's diagnostics, one a line.
-fn diagnostics(reply: &Reply) -> String {
-    let body = reply.json();
-    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
-    body["issue"]
-        .as_array()
-        .expect("issues")
-        .iter()
-        .filter_map(|issue| issue["diagnostics"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn parameters(entries: Value) -> Value {
-    json!({"resourceType": "Parameters", "parameter": entries})
 }
 
 /// `Bundle.total` of a search.
@@ -388,7 +372,7 @@ fn deploy_refuses_missing_code_and_syntax_errors_and_keeps_the_deployed_code() {
     assert_eq!(broken.status, 400, "{}", broken.body);
     assert_eq!(broken.header("content-type"), Some(FHIR_JSON));
     assert_eq!(broken.issue_codes(), ["processing"]);
-    let message = diagnostics(&broken);
+    let message = broken.diagnostics();
     assert!(message.starts_with("syntax error: "), "{message}");
     assert!(message.contains("unexpected token"), "the engine's message: {message}");
     assert!(message.contains("line 2"), "{message}");
@@ -407,7 +391,7 @@ fn deploy_to_an_unknown_bot_is_404() {
     assert_eq!(reply.status, 404, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
     assert_eq!(reply.issue_codes(), ["not-found"]);
-    assert!(diagnostics(&reply).contains("Bot/no-such-bot"), "{}", reply.body);
+    assert!(reply.diagnostics().contains("Bot/no-such-bot"), "{}", reply.body);
     let get = server.get("/Bot/no-such-bot/$deploy");
     assert_eq!(get.status, 405, "{}", get.body);
     assert_eq!(get.header("allow"), Some("POST"));
@@ -566,7 +550,7 @@ fn system_definitions_are_added_replaced_and_removed_at_once() {
     assert_eq!(put.json()["meta"]["versionId"], "2");
     let old = server.post_json("/$hot-one", &parameters(json!([])));
     not_supported(&old);
-    assert!(diagnostics(&old).contains("hot-one"), "{}", old.body);
+    assert!(old.diagnostics().contains("hot-one"), "{}", old.body);
     let new = server.post_json("/$hot-two", &parameters(json!([])));
     assert_eq!(new.status, 200, "{}", new.body);
     assert_eq!(new.json(), answer);
@@ -668,7 +652,7 @@ fn a_definition_naming_a_missing_bot_is_refused_and_not_stored() {
         assert_eq!(reply.status, 400, "{reference}: {}", reply.body);
         assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
         assert_eq!(reply.issue_codes(), ["invalid"]);
-        assert!(diagnostics(&reply).contains(reference), "{}", reply.body);
+        assert!(reply.diagnostics().contains(reference), "{}", reply.body);
     }
     assert_eq!(stored_definitions(&server), before);
     assert_eq!(server.get("/OperationDefinition").json()["total"], registered);
@@ -698,7 +682,11 @@ fn a_definition_clashing_with_a_native_operation_is_refused_and_not_stored() {
         assert_eq!(reply.status, 400, "{fields}: {}", reply.body);
         assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
         assert_eq!(reply.issue_codes(), ["duplicate"], "{fields}");
-        assert!(diagnostics(&reply).contains(fields["code"].as_str().unwrap_or_default()));
+        assert!(
+            reply
+                .diagnostics()
+                .contains(fields["code"].as_str().unwrap_or_default())
+        );
     }
     assert_eq!(stored_definitions(&server), before);
     let hello = server.get("/Patient/$hello?name=Ada");
@@ -778,7 +766,7 @@ fn strict_levels_refuse_undeclared_levels() {
     system_only(&server);
     let reply = server.post_json("/Patient/$sys-only", &parameters(json!([])));
     not_supported(&reply);
-    let message = diagnostics(&reply);
+    let message = reply.diagnostics();
     assert!(message.contains("type level of Patient"), "{message}");
     assert!(message.contains("system ([base]/$sys-only)"), "{message}");
     let reply = server.post_json("/$sys-only", &parameters(json!([])));
@@ -831,7 +819,7 @@ fn input_is_validated_before_the_bot_runs() {
         assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
         assert_eq!(reply.issue_codes(), [code], "{}", reply.body);
         assert_eq!(reply.issue_expressions(), ["count"]);
-        assert_eq!(diagnostics(&reply), message);
+        assert_eq!(reply.diagnostics(), message);
     }
     let get = server.get("/Patient/$checked?count=1");
     assert_eq!(get.status, 405, "{}", get.body);
@@ -1177,7 +1165,7 @@ fn output_that_does_not_match_the_definition_is_a_500() {
         assert_eq!(reply.status, 500, "{path} {name}: {}", reply.body);
         assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
         assert_eq!(reply.issue_codes(), ["exception"], "{}", reply.body);
-        let message = diagnostics(&reply);
+        let message = reply.diagnostics();
         assert!(
             message.starts_with("the Bot's value does not match the OperationDefinition: "),
             "{message}"
@@ -1203,7 +1191,7 @@ fn a_throw_is_a_400_with_the_message_and_line() {
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
     assert_eq!(reply.issue_codes(), ["processing"]);
-    let message = diagnostics(&reply);
+    let message = reply.diagnostics();
     assert!(message.contains("boom 1"), "{message}");
     assert!(message.contains("line 3"), "{message}");
     // The same through an operation, and for a TypeError the engine raises.
@@ -1215,7 +1203,7 @@ fn a_throw_is_a_400_with_the_message_and_line() {
     let reply = server.post_json("/$type-error", &parameters(json!([])));
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(reply.issue_codes(), ["processing"]);
-    let message = diagnostics(&reply);
+    let message = reply.diagnostics();
     assert!(message.contains("TypeError"), "{message}");
     assert!(message.contains("line 4"), "{message}");
 }
@@ -1442,7 +1430,7 @@ fn medplum_errors_reject_with_an_error_carrying_the_outcome() {
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(reply.issue_codes(), ["processing"]);
     assert!(
-        diagnostics(&reply).contains("Patient/missing is not known"),
+        reply.diagnostics().contains("Patient/missing is not known"),
         "{}",
         reply.body
     );

@@ -10,25 +10,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use common::{FHIR_JSON, Reply, TestServer, create, define, deployed, new_bot};
-use serde_json::{Value, json};
+use common::{FHIR_JSON, Reply, TestServer, create, define, deployed, new_bot, parameters};
+use serde_json::json;
 
 fn execute(server: &TestServer, bot: &str) -> Reply {
     server.post_json(&format!("/Bot/{bot}/$execute"), &json!({}))
-}
-
-fn diagnostics(reply: &Reply) -> String {
-    reply.json()["issue"]
-        .as_array()
-        .expect("issues")
-        .iter()
-        .filter_map(|issue| issue["diagnostics"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn parameters(entries: Value) -> Value {
-    json!({"resourceType": "Parameters", "parameter": entries})
 }
 
 // ---------------------------------------------------------------------------------------
@@ -48,7 +34,7 @@ fn an_infinite_loop_ends_at_the_bots_timeout_with_504() {
     assert_eq!(reply.status, 504, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
     assert_eq!(reply.issue_codes(), ["timeout"]);
-    assert_eq!(diagnostics(&reply), "the Bot did not finish within 1000 ms");
+    assert_eq!(reply.diagnostics(), "the Bot did not finish within 1000 ms");
     // The same through an operation.
     define(&server, &bot, json!({"code": "loop", "system": true}));
     let reply = server.post_json("/$loop", &parameters(json!([])));
@@ -73,7 +59,7 @@ fn an_allocation_bomb_is_too_costly_and_the_next_bot_still_runs() {
     assert_eq!(reply.status, 500, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
     assert_eq!(reply.issue_codes(), ["too-costly"]);
-    assert_eq!(diagnostics(&reply), "the Bot ran out of memory");
+    assert_eq!(reply.diagnostics(), "the Bot ran out of memory");
     // Every worker (2 in the test configuration) answers again, several times.
     for _ in 0..6 {
         let reply = execute(&server, &other);
@@ -97,7 +83,7 @@ fn deep_recursion_is_a_400_naming_the_stack() {
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
     assert_eq!(reply.issue_codes(), ["processing"]);
-    let message = diagnostics(&reply);
+    let message = reply.diagnostics();
     assert!(message.contains("stack"), "{message}");
     let reply = execute(&server, &new_bot(&server, "exports.handler = async () => 1;"));
     assert_eq!((reply.status, reply.json()), (200, json!(1)));
@@ -114,7 +100,7 @@ fn a_promise_that_never_settles_is_a_400() {
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
     assert_eq!(reply.issue_codes(), ["processing"]);
-    assert!(diagnostics(&reply).contains("never settled"), "{}", reply.body);
+    assert!(reply.diagnostics().contains("never settled"), "{}", reply.body);
     // Awaiting it inside the handler is the same.
     let awaiting = new_bot(
         &server,

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{FHIR_JSON, Reply, TestServer, send};
+use common::{FHIR_JSON, Reply, TestServer, parameters, send};
 use fhirop::prelude::*;
 use serde_json::{Value, json};
 
@@ -378,10 +378,6 @@ fn enc(text: &str) -> String {
 /// Parses JSON text keeping the written precision of numbers (`1.50` is not `1.5`).
 fn exact(text: &str) -> Value {
     serde_json::from_str(text).unwrap()
-}
-
-fn parameters(entries: Value) -> Value {
-    json!({"resourceType": "Parameters", "parameter": entries})
 }
 
 fn assert_ok(reply: &Reply, expected: &Value) {

@@ -125,6 +125,19 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
     }
 
+    /// The diagnostics of every issue of an OperationOutcome body, one a line.
+    pub fn diagnostics(&self) -> String {
+        let body = self.json();
+        assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+        body["issue"]
+            .as_array()
+            .expect("issues")
+            .iter()
+            .filter_map(|issue| issue["diagnostics"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The issue codes of an OperationOutcome body.
     pub fn issue_codes(&self) -> Vec<String> {
         let body = self.json();
@@ -332,4 +345,9 @@ pub fn define(server: &TestServer, bot: &str, fields: Value) -> String {
     let reply = server.post_json("/OperationDefinition", &bot_definition(bot, fields));
     assert_eq!(reply.status, 201, "{}", reply.body);
     reply.json()["id"].as_str().expect("the definition's id").to_owned()
+}
+
+/// A `Parameters` resource with `entries` as its `parameter`.
+pub fn parameters(entries: Value) -> Value {
+    serde_json::json!({"resourceType": "Parameters", "parameter": entries})
 }
