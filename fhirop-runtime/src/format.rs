@@ -79,7 +79,6 @@ impl ResponseFormat {
         HttpResponse::build(status)
             .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(self.content_type())))
             .insert_header((header::CONTENT_ENCODING, HeaderValue::from_static("gzip")))
-            .insert_header((header::VARY, HeaderValue::from_static("Accept-Encoding")))
             .body(body.into())
     }
 

@@ -268,7 +268,7 @@ fn gzip_encode(bytes: &[u8]) -> Option<Bytes> {
     encoder.finish().ok().map(Bytes::from)
 }
 
-/// Marks a response that a gzip-accepting client would get encoded.
+/// Marks a `/metadata` response as depending on `Accept-Encoding` (gzip or not).
 fn varying(mut response: HttpResponse) -> HttpResponse {
     response
         .headers_mut()
@@ -294,7 +294,7 @@ async fn metadata_route(request: HttpRequest, state: web::Data<ServerState>) -> 
         && cached.key == key
     {
         if gzip && let Some(encoded) = cached.gzip.get_or_init(|| gzip_encode(&cached.identity)) {
-            return format.respond_gzip(StatusCode::OK, encoded.clone());
+            return varying(format.respond_gzip(StatusCode::OK, encoded.clone()));
         }
         return varying(format.respond_bytes(StatusCode::OK, cached.identity.clone()));
     }
