@@ -17,7 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 // placeholders (search::compile); every value is bound.
 use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
 
-use super::search::{IndexValue, SqlValue, compile, index_table, index_values, params_of};
+use super::search::{CompiledSearch, IndexForm, IndexValue, SqlValue, compile, index_table, index_values, params_of};
 
 /// The schema. Every row carries its tenant, so tenants share the tables and never the rows.
 const SCHEMA: &[&str] = &[
@@ -34,6 +34,9 @@ const SCHEMA: &[&str] = &[
     // millisecond (a transaction's resources all do).
     "DROP INDEX IF EXISTS resource_current_updated",
     "CREATE INDEX IF NOT EXISTS resource_current_order ON resource_current (tenant, resource_type, last_updated_ms, id)",
+    // Each index table has two covering indexes: by value (`search_*_covering`), which lists
+    // the resources a condition selects, and by owner (`search_*_probe`), which answers
+    // whether one resource matches with a single lookup and finds its rows to replace them.
     "CREATE TABLE IF NOT EXISTS search_token (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         system TEXT, code TEXT NOT NULL)",
@@ -42,19 +45,22 @@ const SCHEMA: &[&str] = &[
     // name search over 1,000 patients, which otherwise visits every matching row.
     "DROP INDEX IF EXISTS search_token_value",
     "CREATE INDEX IF NOT EXISTS search_token_covering ON search_token (tenant, resource_type, param, code, system, id)",
-    "CREATE INDEX IF NOT EXISTS search_token_owner ON search_token (tenant, resource_type, id)",
+    "DROP INDEX IF EXISTS search_token_owner",
+    "CREATE INDEX IF NOT EXISTS search_token_probe ON search_token (tenant, resource_type, id, param, code, system)",
     "CREATE TABLE IF NOT EXISTS search_string (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         normalized TEXT NOT NULL, exact TEXT NOT NULL)",
     "DROP INDEX IF EXISTS search_string_value",
     "CREATE INDEX IF NOT EXISTS search_string_covering ON search_string (tenant, resource_type, param, normalized, exact, id)",
-    "CREATE INDEX IF NOT EXISTS search_string_owner ON search_string (tenant, resource_type, id)",
+    "DROP INDEX IF EXISTS search_string_owner",
+    "CREATE INDEX IF NOT EXISTS search_string_probe ON search_string (tenant, resource_type, id, param, normalized, exact)",
     "CREATE TABLE IF NOT EXISTS search_date (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         low INTEGER NOT NULL, high INTEGER NOT NULL)",
     "DROP INDEX IF EXISTS search_date_value",
     "CREATE INDEX IF NOT EXISTS search_date_covering ON search_date (tenant, resource_type, param, low, high, id)",
-    "CREATE INDEX IF NOT EXISTS search_date_owner ON search_date (tenant, resource_type, id)",
+    "DROP INDEX IF EXISTS search_date_owner",
+    "CREATE INDEX IF NOT EXISTS search_date_probe ON search_date (tenant, resource_type, id, param, low, high)",
     "CREATE TABLE IF NOT EXISTS search_reference (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
         target_type TEXT NOT NULL, target_id TEXT NOT NULL)",
@@ -64,8 +70,18 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS search_reference_target ON search_reference (tenant, target_id, target_type, param, resource_type, id)",
     "DROP INDEX IF EXISTS search_reference_param",
     "CREATE INDEX IF NOT EXISTS search_reference_covering ON search_reference (tenant, resource_type, param, target_id, target_type, id)",
-    "CREATE INDEX IF NOT EXISTS search_reference_owner ON search_reference (tenant, resource_type, id)",
+    "DROP INDEX IF EXISTS search_reference_owner",
+    "CREATE INDEX IF NOT EXISTS search_reference_probe ON search_reference (tenant, resource_type, id, param, target_type, target_id)",
 ];
+
+/// From this many index rows on, a condition's id list costs more to build than probing
+/// resources in page order usually does.
+const LONG_ID_LIST: usize = 256;
+/// How many resources a probed page may walk per row it returns before the id list takes over:
+/// probing wins while at least one resource in this many matches.
+const PROBE_WINDOW_PER_ROW: usize = 8;
+/// Deeper pages always use the id list: the window would grow past what probing saves.
+const MAX_PROBED_PAGE_END: usize = 1000;
 
 fn database_error(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
@@ -81,6 +97,94 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Runs a `SELECT COUNT(...) AS total` statement.
+    async fn count(&self, sql: String, values: &[SqlValue]) -> Result<u64, StoreError> {
+        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(database_error)?;
+        Ok(row.try_get::<i64, _>("total").map_err(database_error)? as u64)
+    }
+
+    /// A search's page and one resource more (which says whether there is a next page).
+    ///
+    /// With many matches, walking the resources in page order and probing each one finds a
+    /// page long before SQLite would have collected every matching id; with few, the id list
+    /// is the cheap way. So when the matches (the total, or else the first index condition's
+    /// rows) are many, a probed walk over a bounded window of resources comes first, and the
+    /// id list answers when that window holds too few matches.
+    async fn page(
+        &self,
+        tenant: &str,
+        query: &SearchQuery,
+        compiled: &CompiledSearch,
+        total: Option<u64>,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        let resource_type = query.resource_type.as_str();
+        let wanted = query.offset + query.count + 1;
+        let ascending = query.sort_last_updated != Some(SortOrder::Descending);
+        let worth_probing = match total {
+            Some(total) => total >= LONG_ID_LIST as u64,
+            None => true,
+        };
+        if ascending && worth_probing && wanted <= MAX_PROBED_PAGE_END && compiled.selects_through_index() {
+            let (mut filter, mut values) = compiled.filter(tenant, resource_type, IndexForm::Probe);
+            if total.is_none()
+                && let Some((long_list, long_list_values)) =
+                    compiled.has_index_rows(tenant, resource_type, LONG_ID_LIST)
+            {
+                filter.push_str(" AND ");
+                filter.push_str(&long_list);
+                values.extend(long_list_values);
+            }
+            // The window ends at its last resource in page order; a type with fewer resources
+            // has no such row, the walk selects nothing, and the id list (short) answers.
+            filter.push_str(&format!(
+                " AND (r.last_updated_ms, r.id) <= (SELECT last_updated_ms, id FROM resource_current \
+                 WHERE tenant = ? AND resource_type = ? ORDER BY last_updated_ms, id LIMIT 1 OFFSET {})",
+                PROBE_WINDOW_PER_ROW * wanted - 1
+            ));
+            values.push(SqlValue::Text(tenant.to_owned()));
+            values.push(SqlValue::Text(resource_type.to_owned()));
+            let page = self
+                .fetch_page(format!("{filter} ORDER BY r.last_updated_ms ASC, r.id"), &values, query)
+                .await?;
+            if page.len() > query.count {
+                return Ok(page);
+            }
+        }
+        let (filter, values) = compiled.filter(tenant, resource_type, IndexForm::IdList);
+        let order = match query.sort_last_updated {
+            Some(SortOrder::Descending) => "r.last_updated_ms DESC, r.id",
+            _ => "r.last_updated_ms ASC, r.id",
+        };
+        self.fetch_page(format!("{filter} ORDER BY {order}"), &values, query)
+            .await
+    }
+
+    /// `SELECT`s the resources of `filter_and_order` at the query's offset, one more than its
+    /// count.
+    async fn fetch_page(
+        &self,
+        filter_and_order: String,
+        values: &[SqlValue],
+        query: &SearchQuery,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        // LIMIT and OFFSET are written as numbers, not bound: SQLite's planner reads a bound
+        // LIMIT, which marks the statement to be prepared again on every bind (5% of a
+        // search's CPU). Both are integers this code computed, never request text.
+        let sql = format!(
+            "SELECT r.resource_type, r.id, r.version, r.last_updated, r.body {filter_and_order} LIMIT {} OFFSET {}",
+            query.count + 1,
+            query.offset
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(database_error)?;
+        rows.iter().map(row_to_stored).collect()
+    }
+
     /// Opens (or creates) the database file `path`.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::new()
@@ -582,28 +686,14 @@ impl ResourceStore for SqliteStore {
         query: &'a SearchQuery,
     ) -> BoxFuture<'a, Result<SearchResult, StoreError>> {
         Box::pin(async move {
-            let compiled =
-                compile(tenant, &query.resource_type, &query.params, query.strict).map_err(StoreError::Invalid)?;
-            let mut filter =
-                "FROM resource_current r WHERE r.tenant = ? AND r.resource_type = ? AND r.deleted = 0".to_owned();
-            for condition in &compiled.conditions {
-                filter.push_str(" AND ");
-                filter.push_str(condition);
-            }
-            let mut values = vec![
-                SqlValue::Text(tenant.to_owned()),
-                SqlValue::Text(query.resource_type.clone()),
-            ];
-            values.extend(compiled.values.iter().cloned());
+            let compiled = compile(&query.resource_type, &query.params, query.strict).map_err(StoreError::Invalid)?;
+            let resource_type = query.resource_type.as_str();
             let total = if query.want_total || query.count_only {
-                let row = bind_all(
-                    sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) AS total {filter}"))),
-                    &values,
-                )
-                .fetch_one(&self.pool)
-                .await
-                .map_err(database_error)?;
-                Some(row.try_get::<i64, _>("total").map_err(database_error)? as u64)
+                let (sql, values) = compiled.index_only_count(tenant, resource_type).unwrap_or_else(|| {
+                    let (filter, values) = compiled.filter(tenant, resource_type, IndexForm::IdList);
+                    (format!("SELECT COUNT(*) AS total {filter}"), values)
+                });
+                Some(self.count(sql, &values).await?)
             } else {
                 None
             };
@@ -615,23 +705,7 @@ impl ResourceStore for SqliteStore {
                     used_params: compiled.used,
                 });
             }
-            let order = match query.sort_last_updated {
-                Some(SortOrder::Descending) => "r.last_updated_ms DESC, r.id",
-                _ => "r.last_updated_ms ASC, r.id",
-            };
-            // LIMIT and OFFSET are written as numbers, not bound: SQLite's planner reads a bound
-            // LIMIT, which marks the statement to be prepared again on every bind (5% of a
-            // search's CPU). Both are integers this code computed, never request text.
-            let sql = format!(
-                "SELECT r.resource_type, r.id, r.version, r.last_updated, r.body {filter} ORDER BY {order} LIMIT {} OFFSET {}",
-                query.count + 1,
-                query.offset
-            );
-            let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &values)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(database_error)?;
-            let mut resources: Vec<StoredResource> = rows.iter().map(row_to_stored).collect::<Result<_, _>>()?;
+            let mut resources = self.page(tenant, query, &compiled, total).await?;
             let has_more = resources.len() > query.count;
             resources.truncate(query.count);
             Ok(SearchResult {
@@ -765,6 +839,106 @@ mod tests {
             count_only: false,
             strict: true,
         }
+    }
+
+    /// `count` resources from `offset` of a Patient search: their ids, the total and whether
+    /// there is more.
+    async fn page_of(
+        store: &SqliteStore,
+        params: &[(&str, &str)],
+        (offset, count): (usize, usize),
+        want_total: bool,
+    ) -> (Vec<String>, Option<u64>, bool) {
+        let query = SearchQuery {
+            resource_type: "Patient".into(),
+            params: params
+                .iter()
+                .map(|(name, value)| ((*name).into(), (*value).into()))
+                .collect(),
+            count,
+            offset,
+            sort_last_updated: None,
+            want_total,
+            count_only: false,
+            strict: true,
+        };
+        let result = store.search("t", &query).await.unwrap();
+        let ids = result.resources.into_iter().map(|stored| stored.id).collect();
+        (ids, result.total, result.has_more)
+    }
+
+    /// Patients `p0000`.. in one transaction (one millisecond, so page order is id order),
+    /// with the family `family_of(index)`; every third is female, the others male.
+    async fn patients(store: &SqliteStore, count: usize, family_of: impl Fn(usize) -> &'static str) {
+        let writes = (0..count)
+            .map(|index| {
+                let mut resource = patient(&format!("p{index:04}"), family_of(index));
+                resource["gender"] = json!(if index % 3 == 0 { "female" } else { "male" });
+                Write::Create { resource }
+            })
+            .collect();
+        store.transaction("t", writes).await.unwrap();
+    }
+
+    fn expected(indexes: impl Iterator<Item = usize>) -> Vec<String> {
+        indexes.map(|index| format!("p{index:04}")).collect()
+    }
+
+    #[tokio::test]
+    async fn dense_searches_page_alike_whether_walked_or_listed() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        // 300 of 600 match `even`: past the long-list threshold, so pages are walked.
+        patients(&store, 600, |index| if index % 2 == 0 { "Even" } else { "Odd" }).await;
+        let evens = |from: usize, count: usize| expected((0..600).step_by(2).skip(from).take(count));
+        for want_total in [true, false] {
+            let total = want_total.then_some(300);
+            assert_eq!(
+                page_of(&store, &[("family", "even")], (0, 20), want_total).await,
+                (evens(0, 20), total, true)
+            );
+            assert_eq!(
+                page_of(&store, &[("family", "even")], (40, 20), want_total).await,
+                (evens(40, 20), total, true)
+            );
+            // A window past the type's last resource: the id list answers.
+            assert_eq!(
+                page_of(&store, &[("family", "even")], (290, 20), want_total).await,
+                (evens(290, 10), total, false)
+            );
+        }
+        // Several conditions, and a negated one, select the same in both forms.
+        assert_eq!(
+            page_of(
+                &store,
+                &[("family", "even"), ("_id", "p0004,p0005,p0006")],
+                (0, 20),
+                true
+            )
+            .await,
+            (expected([4, 6].into_iter()), Some(2), false)
+        );
+        assert_eq!(
+            page_of(&store, &[("family", "even"), ("gender:not", "male")], (0, 3), false).await,
+            (expected([0, 6, 12].into_iter()), None, true)
+        );
+    }
+
+    #[tokio::test]
+    async fn many_matches_beyond_the_walked_window_come_from_the_id_list() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        // 300 late matches after 1,700 others: many, but none in the first window.
+        patients(&store, 2000, |index| if index >= 1700 { "Late" } else { "Early" }).await;
+        for want_total in [true, false] {
+            assert_eq!(
+                page_of(&store, &[("family", "late")], (0, 5), want_total).await,
+                (expected(1700..1705), want_total.then_some(300), true)
+            );
+        }
+        // Few matches: the id list directly.
+        assert_eq!(
+            page_of(&store, &[("family", "early"), ("_id", "p0001,p1999")], (0, 5), true).await,
+            (expected([1].into_iter()), Some(1), false)
+        );
     }
 
     #[tokio::test]
