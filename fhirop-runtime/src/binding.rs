@@ -50,12 +50,13 @@ impl<'d> Binder<'d> {
     /// Adds query-string parameters. A complex or resource parameter in the query of a GET is
     /// refused with 405, as FHIR's GET rule says (use POST); in the query of a POST it is a
     /// 400, since it belongs in the body.
-    pub fn add_query<'q>(
+    pub fn add_query<K: AsRef<str>, V: AsRef<str>>(
         &mut self,
-        pairs: impl Iterator<Item = (&'q str, &'q str)>,
+        pairs: impl IntoIterator<Item = (K, V)>,
         is_get: bool,
     ) -> Result<(), OperationError> {
         for (key, text) in pairs {
+            let (key, text) = (key.as_ref(), text.as_ref());
             if GLOBAL_QUERY_PARAMETERS.contains(&key) {
                 continue;
             }
@@ -361,8 +362,12 @@ fn check_counts(
 ) {
     for input in inputs {
         let count = params.get(&input.name).len();
+        let too_few = count < input.min as usize;
+        if !too_few && !input.max.is_exceeded_by(count) {
+            continue;
+        }
         let expression = format!("{prefix}{}", input.name);
-        if count < input.min as usize && !rejected.contains(&expression) {
+        if too_few && !rejected.contains(&expression) {
             let message = if count == 0 {
                 format!("missing required parameter '{expression}'")
             } else {
@@ -421,7 +426,7 @@ mod tests {
         let mut binder = Binder::new(&definition);
         binder
             .add_query(
-                [("count", "x"), ("count", "2"), ("bogus", "1"), ("_pretty", "true")].into_iter(),
+                [("count", "x"), ("count", "2"), ("bogus", "1"), ("_pretty", "true")],
                 true,
             )
             .unwrap();
@@ -441,7 +446,7 @@ mod tests {
     fn complex_parameters_in_the_query_are_405() {
         let definition = definition();
         let mut binder = Binder::new(&definition);
-        let error = binder.add_query([("resource", "x")].into_iter(), true).unwrap_err();
+        let error = binder.add_query([("resource", "x")], true).unwrap_err();
         assert_eq!(error.status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(error.headers, [("Allow", "POST".to_owned())]);
     }

@@ -224,11 +224,17 @@ pub struct Tenant(pub String);
 
 /// The tenant of `request`.
 pub fn tenant_of(request: &HttpRequest) -> String {
+    with_tenant(request, str::to_owned)
+}
+
+/// Runs `f` with the tenant of `request`, borrowed rather than copied (the request
+/// extensions stay borrowed meanwhile, so `f` must not add any).
+pub fn with_tenant<R>(request: &HttpRequest, f: impl FnOnce(&str) -> R) -> R {
     use actix_web::HttpMessage;
-    request
+    f(request
         .extensions()
         .get::<Tenant>()
-        .map_or_else(|| DEFAULT_TENANT.to_owned(), |tenant| tenant.0.clone())
+        .map_or(DEFAULT_TENANT, |tenant| tenant.0.as_str()))
 }
 
 /// The tenant of requests nobody assigned to one.

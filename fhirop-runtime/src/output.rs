@@ -89,9 +89,15 @@ pub fn resource_output<T: serde::Serialize>(resource: &T) -> Result<OperationOut
 
 /// Wraps values as the `return` parameter of a `Parameters`.
 pub fn return_parameters(values: Vec<crate::types::ParamValue>) -> OperationOutput {
-    let mut parameters = BoundParams::new();
-    parameters.extend("return", values);
-    parameters_output(parameters)
+    match crate::types::parameters_json(std::iter::once(("return", values.as_slice()))) {
+        Ok(bytes) => OperationOutput::Json(bytes.into()),
+        // Kept on the general path, which falls back to the value form.
+        Err(_) => {
+            let mut parameters = BoundParams::new();
+            parameters.extend("return", values);
+            parameters_output(parameters)
+        }
+    }
 }
 
 /// `parameters` as the body: serialized straight to bytes.
@@ -262,6 +268,22 @@ mod tests {
         assert_eq!(
             out[0].to_json(),
             json!({"name": "return", "use": "out", "min": 0, "max": "*", "type": "unsignedInt"})
+        );
+    }
+
+    #[test]
+    fn repeated_and_absent_returns_are_written_as_fhir_wants() {
+        assert_eq!(
+            body(vec![1u32, 2].into_output().unwrap()),
+            json!({"resourceType": "Parameters", "parameter": [
+                {"name": "return", "valueUnsignedInt": 1},
+                {"name": "return", "valueUnsignedInt": 2},
+            ]})
+        );
+        // No value, no empty `parameter` array (FHIR forbids empty arrays).
+        let absent = None::<String>.into_output().unwrap();
+        assert!(
+            matches!(&absent, OperationOutput::Json(bytes) if bytes.as_ref() == br#"{"resourceType":"Parameters"}"#)
         );
     }
 

@@ -136,18 +136,19 @@ impl Snapshot {
         let Some(all) = self.by_code.get(code) else {
             return Resolution::Unknown;
         };
-        let candidates: Vec<&Arc<RegisteredOperation>> =
-            all.iter().filter(|operation| operation.visible_to(tenant)).collect();
-        if candidates.is_empty() {
-            return Resolution::Unknown;
-        }
-        let declared = candidates
-            .iter()
-            .find(|operation| operation.definition.supports(level, resource_type));
-        let lenient = || candidates.iter().find(|operation| operation.lenient_levels);
+        let candidates = || all.iter().filter(|operation| operation.visible_to(tenant));
+        let declared = candidates().find(|operation| operation.definition.supports(level, resource_type));
+        let lenient = || candidates().find(|operation| operation.lenient_levels);
         match declared.or_else(lenient) {
-            Some(operation) => Resolution::Found((*operation).clone()),
-            None => Resolution::WrongLevel(candidates.into_iter().cloned().collect()),
+            Some(operation) => Resolution::Found(operation.clone()),
+            None => {
+                let candidates: Vec<Arc<RegisteredOperation>> = candidates().cloned().collect();
+                if candidates.is_empty() {
+                    Resolution::Unknown
+                } else {
+                    Resolution::WrongLevel(candidates)
+                }
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::binding::Binder;
 use crate::capability::{ServerInfo, capability_statement};
-use crate::context::{BaseUrl, OperationContext, Target, tenant_of};
+use crate::context::{BaseUrl, OperationContext, Target, tenant_of, with_tenant};
 use crate::definition::{Level, canonical_url, searchset};
 use crate::format::{
     InputLimits, ResponseFormat, accepts_gzip, check_content_type, negotiate, parse_json_object_within,
@@ -459,12 +459,12 @@ async fn operation_route(request: HttpRequest, payload: web::Payload, state: web
     }
 }
 
-/// Reads the target of an operation call from its path.
-fn target(request: &HttpRequest, state: &ServerState) -> Result<(Target, String), OperationError> {
+/// Reads the target and the code (without `$`) of an operation call from its path.
+fn target<'r>(request: &'r HttpRequest, state: &ServerState) -> Result<(Target, &'r str), OperationError> {
     let path = below_base(request.path(), &state.base_path)
         .and_then(OperationPath::parse)
         .ok_or_else(|| OperationError::not_found(format!("{} is not an operation path", request.path())))?;
-    let code = path.code.to_owned();
+    let code = path.code;
     let resource_type = path.resource_type.map(str::to_owned);
     let id = path.id.map(str::to_owned);
     let version_id = path.version_id.map(str::to_owned);
@@ -577,7 +577,7 @@ async fn invoke(
     format: ResponseFormat,
 ) -> Result<HttpResponse, OperationError> {
     let (target, code) = target(request, state)?;
-    let operation = resolve(state, &tenant_of(request), &target, &code)?;
+    let operation = with_tenant(request, |tenant| resolve(state, tenant, &target, code))?;
     let definition = &operation.definition;
     if let Some(authorizer) = &state.authorizer.0 {
         authorizer(request, definition, &target)?;
@@ -637,9 +637,8 @@ async fn execute(
     let params = if operation.manual_request {
         Default::default()
     } else {
-        let query = form_urlencoded::parse(request.query_string().as_bytes()).collect::<Vec<_>>();
         let mut binder = Binder::new(definition).max_parameters(limits.max_parameters);
-        binder.add_query(query.iter().map(|(key, value)| (key.as_ref(), value.as_ref())), is_get)?;
+        binder.add_query(form_urlencoded::parse(request.query_string().as_bytes()), is_get)?;
         if let Some(body) = body.as_ref().filter(|body| !body.is_empty()) {
             check_content_type(request)?;
             let json = parse_json_object_within(body, limits.max_json_depth)?;

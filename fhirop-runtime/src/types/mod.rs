@@ -227,7 +227,13 @@ impl BoundParams {
 
     /// A `Parameters` resource holding these values, serialized as compact JSON.
     pub fn to_parameters_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&ParametersJson(self))
+        parameters_json(self.groups())
+    }
+
+    fn groups(&self) -> impl Iterator<Item = (&str, &[ParamValue])> + Clone {
+        self.entries
+            .iter()
+            .map(|(name, values)| (name.as_str(), values.as_slice()))
     }
 
     /// A `Parameters` resource holding these values.
@@ -242,12 +248,19 @@ impl BoundParams {
     }
 }
 
-/// A `Parameters` resource holding `BoundParams`, serialized straight from them: the same
-/// JSON as [`BoundParams::into_parameters_resource`], without building a `Value` first.
-struct ParametersJson<'a>(&'a BoundParams);
+/// A `Parameters` resource holding `groups` (a name and its values, in order), serialized as
+/// compact JSON straight from them: the same JSON as [`BoundParams::into_parameters_resource`],
+/// without building a `Value` first.
+pub fn parameters_json<'a>(
+    groups: impl Iterator<Item = (&'a str, &'a [ParamValue])> + Clone,
+) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&ParametersJson(groups))
+}
 
-/// The `parameter` entries of `BoundParams`.
-struct EntriesJson<'a>(&'a BoundParams);
+struct ParametersJson<I>(I);
+
+/// The `parameter` entries of some groups.
+struct EntriesJson<I>(I);
 
 /// One `parameter` entry.
 struct EntryJson<'a>(&'a str, &'a ParamValue);
@@ -268,24 +281,23 @@ impl serde::Serialize for ValueKey<'_> {
     }
 }
 
-impl serde::Serialize for ParametersJson<'_> {
+impl<'a, I: Iterator<Item = (&'a str, &'a [ParamValue])> + Clone> serde::Serialize for ParametersJson<I> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("resourceType", "Parameters")?;
-        if !self.0.entries.is_empty() {
-            map.serialize_entry("parameter", &EntriesJson(self.0))?;
+        if self.0.clone().any(|(_, values)| !values.is_empty()) {
+            map.serialize_entry("parameter", &EntriesJson(self.0.clone()))?;
         }
         map.end()
     }
 }
 
-impl serde::Serialize for EntriesJson<'_> {
+impl<'a, I: Iterator<Item = (&'a str, &'a [ParamValue])> + Clone> serde::Serialize for EntriesJson<I> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(
             self.0
-                .entries
-                .iter()
+                .clone()
                 .flat_map(|(name, values)| values.iter().map(move |value| EntryJson(name, value))),
         )
     }
@@ -300,7 +312,7 @@ impl serde::Serialize for EntryJson<'_> {
             ParamValue::Text { text, .. } => map.serialize_entry("valueString", text)?,
             ParamValue::Value { fhir_type, value } => map.serialize_entry(&ValueKey(fhir_type), value)?,
             ParamValue::Resource(resource) => map.serialize_entry("resource", resource)?,
-            ParamValue::Parts(parts) => map.serialize_entry("part", &EntriesJson(parts))?,
+            ParamValue::Parts(parts) => map.serialize_entry("part", &EntriesJson(parts.groups()))?,
         }
         map.end()
     }
