@@ -249,6 +249,9 @@ fn format_parameter_values() {
     for (format, content_type) in [
         ("json", FHIR_JSON),
         ("application%2Ffhir%2Bjson", FHIR_JSON),
+        // Typed without percent-encoding, the `+` arrives as a space.
+        ("application/fhir+json", FHIR_JSON),
+        ("APPLICATION%2FJSON", PLAIN_JSON),
         ("application%2Fjson", PLAIN_JSON),
     ] {
         let reply = server.get(&format!("/$echo?text=a&_format={format}"));

@@ -128,7 +128,7 @@ pub fn accepts_gzip(request: &HttpRequest) -> bool {
     accepted
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Acceptable {
     FhirJson,
     PlainJson,
@@ -137,19 +137,46 @@ enum Acceptable {
 }
 
 fn classify(media_type: &str) -> Acceptable {
-    // `_format=application/fhir+json` typed without percent-encoding arrives with a space.
-    match media_type.trim().to_ascii_lowercase().replace(' ', "+").as_str() {
-        "application/fhir+json" | "application/json+fhir" | "json" | "*/*" | "application/*" => Acceptable::FhirJson,
-        "application/json" | "text/json" => Acceptable::PlainJson,
-        "application/fhir+xml"
-        | "application/xml+fhir"
-        | "application/xml"
-        | "text/xml"
-        | "xml"
-        | "html"
-        | "text/html" => Acceptable::Xml,
-        _ => Acceptable::Other,
-    }
+    const KINDS: [(&[&str], Acceptable); 3] = [
+        (
+            &[
+                "application/fhir+json",
+                "application/json+fhir",
+                "json",
+                "*/*",
+                "application/*",
+            ],
+            Acceptable::FhirJson,
+        ),
+        (&["application/json", "text/json"], Acceptable::PlainJson),
+        (
+            &[
+                "application/fhir+xml",
+                "application/xml+fhir",
+                "application/xml",
+                "text/xml",
+                "xml",
+                "html",
+                "text/html",
+            ],
+            Acceptable::Xml,
+        ),
+    ];
+    let media_type = media_type.trim();
+    KINDS
+        .iter()
+        .find(|(names, _)| names.iter().any(|name| same_media_type(media_type, name)))
+        .map_or(Acceptable::Other, |(_, kind)| *kind)
+}
+
+/// Whether `given` names `known`, ignoring case. `_format=application/fhir+json` typed without
+/// percent-encoding arrives with a space for the `+`.
+fn same_media_type(given: &str, known: &str) -> bool {
+    given.len() == known.len()
+        && given
+            .bytes()
+            .zip(known.bytes())
+            .all(|(given, known)| given.eq_ignore_ascii_case(&known) || (given == b' ' && known == b'+'))
 }
 
 /// Chooses the response format from `_format`, `_pretty` and `Accept` (with q-values):
