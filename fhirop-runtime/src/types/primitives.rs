@@ -9,12 +9,21 @@ use super::lexical;
 use super::{FhirParam, GetSafe, ParamKind, ParamValue, ToParamValue, TypeInfo};
 
 /// Reads the text of a primitive occurrence and checks it against `fhir_type`'s rule.
-pub(crate) fn primitive_text(value: &ParamValue, fhir_type: &str) -> Result<String, String> {
-    let text = value
-        .primitive_text()
-        .ok_or_else(|| format!("expected a {fhir_type} value, got {}", value.describe()))?;
+pub(crate) fn primitive_text(value: ParamValue, fhir_type: &str) -> Result<String, String> {
+    let text = match value {
+        // The common case moves the text out rather than copying it.
+        ParamValue::Text { text, .. }
+        | ParamValue::Value {
+            value: Value::String(text),
+            ..
+        } => text,
+        other => other
+            .primitive_text()
+            .ok_or_else(|| format!("expected a {fhir_type} value, got {}", other.describe()))?
+            .into_owned(),
+    };
     lexical::check(fhir_type, &text)?;
-    Ok(text.into_owned())
+    Ok(text)
 }
 
 /// Builds the JSON of a primitive of `fhir_type` from checked text: FHIR JSON writes booleans
@@ -103,7 +112,7 @@ macro_rules! text_primitive {
                 TypeInfo::fhir(ParamKind::Primitive, $fhir_type)
             }
             fn from_param(value: ParamValue) -> Result<$name, String> {
-                primitive_text(&value, $fhir_type).map($name)
+                primitive_text(value, $fhir_type).map($name)
             }
         }
 
@@ -252,7 +261,7 @@ impl FhirParam for PositiveInt {
         TypeInfo::fhir(ParamKind::Primitive, "positiveInt")
     }
     fn from_param(value: ParamValue) -> Result<PositiveInt, String> {
-        let text = primitive_text(&value, "positiveInt")?;
+        let text = primitive_text(value, "positiveInt")?;
         text.trim_start_matches('+')
             .parse()
             .ok()
@@ -280,7 +289,7 @@ macro_rules! rust_primitive {
                 TypeInfo::fhir(ParamKind::Primitive, $fhir_type)
             }
             fn from_param(value: ParamValue) -> Result<$rust_type, String> {
-                let text = primitive_text(&value, $fhir_type)?;
+                let text = primitive_text(value, $fhir_type)?;
                 text.parse()
                     .map_err(|_| format!("'{text}' does not fit a {}", stringify!($rust_type)))
             }
@@ -311,7 +320,7 @@ impl FhirParam for String {
         TypeInfo::fhir(ParamKind::Primitive, "string")
     }
     fn from_param(value: ParamValue) -> Result<String, String> {
-        primitive_text(&value, "string")
+        primitive_text(value, "string")
     }
 }
 
