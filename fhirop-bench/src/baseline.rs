@@ -38,18 +38,34 @@ async fn add_identifier(body: web::Bytes) -> HttpResponse {
     }
 }
 
+/// The environment variable naming a file with fhirop's CapabilityStatement, which the
+/// baseline then serves as a fixed body at `/metadata`.
+pub(crate) const STATEMENT_FILE: &str = "FHIROP_BENCH_STATEMENT";
+
+async fn statement(body: web::Data<web::Bytes>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/fhir+json; charset=utf-8")
+        .body(body.get_ref().clone())
+}
+
 /// Runs the baseline on a free loopback port with one worker and prints its base URL.
 pub(crate) fn serve() -> Result<(), Error> {
+    let statement_body = match std::env::var_os(STATEMENT_FILE) {
+        Some(path) => web::Bytes::from(std::fs::read(path)?),
+        None => web::Bytes::new(),
+    };
     actix_web::rt::System::new().block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        let server = HttpServer::new(|| {
+        let server = HttpServer::new(move || {
             App::new()
+                .app_data(web::Data::new(statement_body.clone()))
                 .route(&format!("{BASE}/Patient/$hello"), web::get().to(hello))
                 .route(
                     &format!("{BASE}/Patient/$add-identifier"),
                     web::post().to(add_identifier),
                 )
+                .route(&format!("{BASE}/metadata"), web::get().to(statement))
         })
         .workers(1)
         .listen(listener)?
@@ -65,6 +81,19 @@ pub(crate) fn serve() -> Result<(), Error> {
 pub(crate) fn workloads() -> Vec<(&'static str, Workload)> {
     vec![
         (
+            "W0",
+            Workload {
+                name: "base-W0",
+                method: "GET",
+                path: "/metadata".into(),
+                body: None,
+                check: |status, body| status == 200 && body["resourceType"] == "CapabilityStatement",
+                headers: &[],
+                baseline: None,
+                beside: None,
+            },
+        ),
+        (
             "W1",
             Workload {
                 name: "base-W1",
@@ -74,6 +103,7 @@ pub(crate) fn workloads() -> Vec<(&'static str, Workload)> {
                 check: |status, body| status == 200 && body["parameter"][0]["valueString"] == "Hello, World",
                 headers: &[],
                 baseline: None,
+                beside: None,
             },
         ),
         (
@@ -86,6 +116,7 @@ pub(crate) fn workloads() -> Vec<(&'static str, Workload)> {
                 check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
                 headers: &[],
                 baseline: None,
+                beside: None,
             },
         ),
     ]

@@ -119,10 +119,11 @@ fn which(program: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-fn start(kind: &str) -> Result<Server, Error> {
+fn start(kind: &str, environment: &[(&str, &std::path::Path)]) -> Result<Server, Error> {
     let me = std::env::current_exe()?;
     let mut child = pinned(0, &me.to_string_lossy())
         .arg(kind)
+        .envs(environment.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -278,6 +279,8 @@ struct Workload {
     headers: &'static [(&'static str, &'static str)],
     /// The baseline workload it is compared with.
     baseline: Option<&'static str>,
+    /// A baseline workload measured beside it to show what limits it (printed, not a ratio).
+    beside: Option<&'static str>,
 }
 
 fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
@@ -290,6 +293,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["resourceType"] == "CapabilityStatement",
             headers: &[],
             baseline: Some("W1"),
+            beside: Some("W0"),
         },
         // W0 as HTTP clients send it: browsers, curl --compressed and FHIR clients accept gzip.
         Workload {
@@ -300,6 +304,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["resourceType"] == "CapabilityStatement",
             headers: &[("Accept-Encoding", "gzip")],
             baseline: Some("W1"),
+            beside: None,
         },
         Workload {
             name: "W1",
@@ -309,6 +314,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["parameter"][0]["valueString"] == "Hello, World",
             headers: &[],
             baseline: Some("W1"),
+            beside: None,
         },
         Workload {
             name: "W2",
@@ -318,6 +324,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
             headers: &[],
             baseline: Some("W2"),
+            beside: None,
         },
         Workload {
             name: "W3",
@@ -327,6 +334,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
             headers: &[],
             baseline: None,
+            beside: None,
         },
         Workload {
             name: "W3q",
@@ -336,6 +344,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
             headers: &[],
             baseline: None,
+            beside: None,
         },
         Workload {
             name: "W4",
@@ -345,6 +354,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["parameter"][0]["valueInteger"] == 20,
             headers: &[],
             baseline: None,
+            beside: None,
         },
         Workload {
             name: "S2",
@@ -354,6 +364,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["resourceType"] == "Patient",
             headers: &[],
             baseline: None,
+            beside: None,
         },
         Workload {
             name: "S3",
@@ -363,6 +374,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["entry"].as_array().is_some_and(|entries| !entries.is_empty()),
             headers: &[],
             baseline: None,
+            beside: None,
         },
         Workload {
             name: "S4",
@@ -372,6 +384,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["total"] == 501,
             headers: &[],
             baseline: None,
+            beside: None,
         },
         Workload {
             name: "S1",
@@ -381,6 +394,7 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 201 && body["meta"]["versionId"] == "1",
             headers: &[],
             baseline: None,
+            beside: None,
         },
     ]
 }
@@ -536,18 +550,24 @@ fn run(cli: &Cli) -> Result<(), Error> {
     let mut idle_rss = f64::NAN;
     let mut measured_workloads: Vec<(&'static str, Option<&'static str>)> = Vec::new();
     let mut baseline_rounds: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
+    // Baseline measurements that explain a workload's limit rather than set its ratio.
+    let mut beside_rounds: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
     let mut rounds_of: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
     // Each round's rate over the baseline's measured just before it: pairs share the
     // machine's state, which medians taken apart do not.
     let mut ratios_of: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let statement_file = std::env::temp_dir().join(format!("fhirop-bench-statement-{}.json", std::process::id()));
     for round in 0..rounds {
-        let baseline = start("baseline")?;
-        let server = start("fhirop")?;
+        let server = start("fhirop", &[])?;
         if round == 0 {
             idle_rss = peak_rss_mib(server.child.id());
         }
         let base = server.base_url.clone();
         let patient_id = set_up(&base)?;
+        // The baseline serves fhirop's CapabilityStatement (with the Bot operations set_up
+        // added) as a fixed body, beside W0.
+        std::fs::write(&statement_file, call("GET", &format!("{base}/metadata"), None)?.1)?;
+        let baseline = start("baseline", &[(baseline::STATEMENT_FILE, statement_file.as_path())])?;
         let sample = post_json(&format!("{base}/Patient"), &serde_json::from_str(BARE_PATIENT)?)?;
         let sample_id = sample["id"].as_str().unwrap_or_default().to_owned();
         let workloads: Vec<Workload> = workloads(&patient_id, &sample_id)
@@ -567,6 +587,15 @@ fn run(cli: &Cli) -> Result<(), Error> {
                 let measured = measure(cli, &baseline, partner)?;
                 partner_rate = Some(measured.requests_per_second);
                 baseline_rounds.entry(name).or_default().push(measured);
+            }
+            if let Some((name, beside)) = workload
+                .beside
+                .and_then(|wanted| baseline_workloads.iter().find(|(name, _)| *name == wanted))
+            {
+                beside_rounds
+                    .entry(name)
+                    .or_default()
+                    .push(measure(cli, &baseline, beside)?);
             }
             let measured = measure(cli, &server, workload)?;
             if let Some(partner_rate) = partner_rate {
@@ -590,6 +619,13 @@ fn run(cli: &Cli) -> Result<(), Error> {
     for (name, measured) in &baseline_medians {
         print_row(&format!("base-{name}"), measured, "1.00");
     }
+    for (name, measured) in &beside_rounds {
+        print_row(
+            &format!("base-{name}"),
+            &median(measured),
+            "-  (the same bytes as fhirop's, from a bare handler)",
+        );
+    }
     for (name, _) in measured_workloads {
         let Some(measured) = rounds_of.get(name).map(|measured| median(measured)) else {
             continue;
@@ -610,5 +646,6 @@ fn run(cli: &Cli) -> Result<(), Error> {
         print_row(name, &measured, &ratio);
     }
     println!("\nidle RSS of the fhirop server after start: {idle_rss:.1} MiB");
+    let _ = std::fs::remove_file(&statement_file);
     Ok(())
 }
