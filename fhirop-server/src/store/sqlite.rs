@@ -924,6 +924,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_resource_matching_twice_is_counted_once() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let twice = json!({"resourceType": "Patient", "id": "twice",
+            "name": [{"family": "Smith"}, {"family": "Smithson"}]});
+        let writes = vec![
+            Write::Create { resource: twice },
+            Write::Create {
+                resource: patient("once", "Smythe"),
+            },
+        ];
+        store.transaction("t", writes).await.unwrap();
+        // One index condition: counted from the index alone.
+        assert_eq!(
+            page_of(&store, &[("family", "smi")], (0, 10), true).await,
+            (vec!["twice".to_owned()], Some(1), false)
+        );
+        // Two: counted through the resources.
+        assert_eq!(
+            page_of(&store, &[("family", "smi"), ("family", "smithson")], (0, 10), true).await,
+            (vec!["twice".to_owned()], Some(1), false)
+        );
+    }
+
+    #[tokio::test]
     async fn many_matches_beyond_the_walked_window_come_from_the_id_list() {
         let store = SqliteStore::in_memory().await.unwrap();
         // 300 late matches after 1,700 others: many, but none in the first window.
