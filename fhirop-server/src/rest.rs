@@ -203,8 +203,7 @@ fn resource_response(
     stored: &StoredResource,
     location: Option<String>,
 ) -> HttpResponse {
-    let body = stored.resource.clone().unwrap_or(Value::Null);
-    let mut response = format.respond(status, &body);
+    let mut response = format.respond(status, stored.resource.as_ref().unwrap_or(&Value::Null));
     let headers = response.headers_mut();
     if let Ok(etag) = header::HeaderValue::try_from(stored.etag()) {
         headers.insert(header::ETAG, etag);
