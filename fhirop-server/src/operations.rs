@@ -49,8 +49,7 @@ pub async fn add_identifier(
 }
 
 /// A Patient resource, kept as JSON so that nothing the client sent is lost.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone)]
 pub struct Patient(pub Value);
 
-fhirop::resource_type!(Patient, "Patient");
+fhirop::resource_type!(Patient(Value), "Patient");

@@ -496,8 +496,10 @@ macro_rules! complex_type {
     };
 }
 
-/// Implements [`FhirParam`] and [`ToParamValue`] for a serde type that holds one FHIR resource
+/// Implements [`FhirParam`] and [`ToParamValue`] for a type that holds one FHIR resource
 /// type, and makes it an operation output that is returned as the response body.
+///
+/// A serde type:
 ///
 /// ```
 /// #[derive(serde::Serialize, serde::Deserialize)]
@@ -505,8 +507,41 @@ macro_rules! complex_type {
 /// struct Patient { id: Option<String> }
 /// fhirop_runtime::resource_type!(Patient, "Patient");
 /// ```
+///
+/// Or a newtype over the resource's JSON, which keeps everything the client sent and moves
+/// it in and out without a serde round trip (`Patient(Value)` in the macro):
+///
+/// ```
+/// struct Patient(serde_json::Value);
+/// fhirop_runtime::resource_type!(Patient(Value), "Patient");
+/// ```
 #[macro_export]
 macro_rules! resource_type {
+    ($rust_type:ident(Value), $fhir_type:literal) => {
+        impl $crate::types::FhirParam for $rust_type {
+            fn type_info() -> $crate::types::TypeInfo {
+                $crate::types::TypeInfo::fhir($crate::types::ParamKind::Resource, $fhir_type)
+            }
+            fn from_param(value: $crate::types::ParamValue) -> ::std::result::Result<Self, ::std::string::String> {
+                $crate::types::resource::take_resource(value, $fhir_type).map($rust_type)
+            }
+        }
+        impl $crate::types::ToParamValue for $rust_type {
+            fn to_param_value(self) -> $crate::types::ParamValue {
+                $crate::types::ParamValue::Resource(self.0)
+            }
+        }
+        impl $crate::output::IntoOperationOutput for $rust_type {
+            fn out_params() -> ::std::vec::Vec<$crate::definition::ParamDefinition> {
+                $crate::output::return_resource($fhir_type)
+            }
+            fn into_output(
+                self,
+            ) -> ::std::result::Result<$crate::output::OperationOutput, $crate::outcome::OperationError> {
+                $crate::output::resource_output(&self.0)
+            }
+        }
+    };
     ($rust_type:ty, $fhir_type:literal) => {
         impl $crate::types::FhirParam for $rust_type {
             fn type_info() -> $crate::types::TypeInfo {
@@ -538,6 +573,37 @@ macro_rules! resource_type {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[derive(Debug, PartialEq)]
+    struct JsonPatient(Value);
+    crate::resource_type!(JsonPatient(Value), "Patient");
+
+    #[test]
+    fn a_json_newtype_resource_moves_in_and_out_as_sent() {
+        use crate::output::{IntoOperationOutput, OperationOutput};
+        let sent = json!({"resourceType": "Patient", "name": [{"family": "Smith"}], "_active": {"id": "x"}});
+        assert_eq!(
+            JsonPatient::from_param(ParamValue::Resource(sent.clone())),
+            Ok(JsonPatient(sent.clone()))
+        );
+        assert_eq!(
+            JsonPatient::from_param(ParamValue::Resource(json!({"resourceType": "Group"}))),
+            Err("expected a resource of type Patient, got Group".to_owned())
+        );
+        let type_info = <JsonPatient as FhirParam>::type_info();
+        assert_eq!(
+            (type_info.kind, type_info.fhir_type),
+            (ParamKind::Resource, Some("Patient"))
+        );
+        assert_eq!(
+            JsonPatient(sent.clone()).to_param_value(),
+            ParamValue::Resource(sent.clone())
+        );
+        match JsonPatient(sent.clone()).into_output() {
+            Ok(OperationOutput::Json(bytes)) => assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), sent),
+            other => panic!("expected the Patient as the body, got {other:?}"),
+        }
+    }
 
     #[test]
     fn parameters_serialize_straight_to_the_same_json_as_through_a_value() {
