@@ -44,18 +44,14 @@ impl RateLimiter {
                 bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * per_second < per_second
             });
         }
-        // Look up before inserting: the key is allocated only for a client not seen yet.
-        if !buckets.contains_key(client) {
-            buckets.insert(
-                client.to_owned(),
-                Bucket {
-                    tokens: self.per_second,
-                    updated: now,
-                },
-            );
-        }
-        let Some(bucket) = buckets.get_mut(client) else {
-            return Ok(());
+        // Look up before inserting: the key is allocated only for a client not seen yet, and a
+        // known client (every request but its first) costs one lookup.
+        let bucket = match buckets.get_mut(client) {
+            Some(bucket) => bucket,
+            None => buckets.entry(client.to_owned()).or_insert(Bucket {
+                tokens: self.per_second,
+                updated: now,
+            }),
         };
         let refilled = bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * self.per_second;
         bucket.tokens = refilled.min(self.per_second);
