@@ -124,7 +124,15 @@ pub fn index_values(resource_type: &str, resource: &Value) -> Vec<(&'static str,
                     SearchParamType::Token => token_values(value),
                     SearchParamType::String => string_values(value),
                     SearchParamType::Date => date_values(value),
-                    SearchParamType::Reference => reference_values(value),
+                    SearchParamType::Reference => {
+                        let mut values = reference_values(value);
+                        if let Some(target) = implied_target(param.name) {
+                            values.retain(
+                                |value| matches!(value, IndexValue::Reference { target_type, .. } if target_type == target),
+                            );
+                        }
+                        values
+                    }
                 };
                 rows.extend(values.into_iter().map(|value| (param.name, value)));
             }
@@ -561,7 +569,7 @@ fn param_condition(param: &SearchParam, modifier: Option<&str>, items: &[String]
                 let reference = ReferenceParam::parse(item, modifier)?;
                 let (target_type, target_id) = match (&reference.resource_type, &reference.id) {
                     (Some(target_type), Some(id)) => (Some(target_type.clone()), id.clone()),
-                    (None, Some(id)) => (implied_target(param.name), id.clone()),
+                    (None, Some(id)) => (implied_target(param.name).map(str::to_owned), id.clone()),
                     _ => {
                         // An absolute URL: its last two segments are Type/id.
                         let mut segments = reference.value.rsplit('/');
@@ -595,11 +603,13 @@ fn param_condition(param: &SearchParam, modifier: Option<&str>, items: &[String]
     })
 }
 
-/// `patient=123` means `Patient/123` (R4: the parameter is restricted to Patient targets).
-fn implied_target(param_name: &str) -> Option<String> {
+/// The one target type R4 restricts a reference parameter to (`AuditEvent.patient` is
+/// `agent.who.where(resolve() is Patient) | ...`): `patient=123` means `Patient/123`, and only
+/// references to a Patient are indexed under `patient`.
+fn implied_target(param_name: &str) -> Option<&'static str> {
     match param_name {
-        "patient" => Some("Patient".to_owned()),
-        "encounter" => Some("Encounter".to_owned()),
+        "patient" => Some("Patient"),
+        "encounter" => Some("Encounter"),
         _ => None,
     }
 }
@@ -659,6 +669,28 @@ mod tests {
             rows.iter()
                 .any(|(name, value)| *name == "date" && matches!(value, IndexValue::Date { high: i64::MAX, .. }))
         );
+    }
+
+    #[test]
+    fn patient_parameters_index_only_references_to_patients() {
+        let event = json!({"resourceType": "AuditEvent",
+            "agent": [{"who": {"reference": "Patient/p1"}}, {"who": {"reference": "Bot/b1"}}],
+            "entity": [{"what": {"reference": "Bot/b1"}}]});
+        assert_eq!(
+            index_values("AuditEvent", &event),
+            vec![(
+                "patient",
+                IndexValue::Reference {
+                    target_type: "Patient".into(),
+                    target_id: "p1".into()
+                }
+            )]
+        );
+        // `subject` is not restricted: a Group subject is indexed there, not under `patient`.
+        let observation = json!({"resourceType": "Observation", "subject": {"reference": "Group/g1"}});
+        let rows = index_values("Observation", &observation);
+        assert!(rows.iter().any(|(name, _)| *name == "subject"), "{rows:?}");
+        assert!(!rows.iter().any(|(name, _)| *name == "patient"), "{rows:?}");
     }
 
     #[test]
