@@ -517,6 +517,20 @@ macro_rules! complex_type {
 /// ```
 #[macro_export]
 macro_rules! resource_type {
+    // The response body: `$json` is what serializes, given the value as `$resource`.
+    (@output $rust_type:ty, $fhir_type:literal, $resource:ident => $json:expr) => {
+        impl $crate::output::IntoOperationOutput for $rust_type {
+            fn out_params() -> ::std::vec::Vec<$crate::definition::ParamDefinition> {
+                $crate::output::return_resource($fhir_type)
+            }
+            fn into_output(
+                self,
+            ) -> ::std::result::Result<$crate::output::OperationOutput, $crate::outcome::OperationError> {
+                let $resource = self;
+                $crate::output::resource_output($json)
+            }
+        }
+    };
     ($rust_type:ident(Value), $fhir_type:literal) => {
         impl $crate::types::FhirParam for $rust_type {
             fn type_info() -> $crate::types::TypeInfo {
@@ -531,16 +545,7 @@ macro_rules! resource_type {
                 $crate::types::ParamValue::Resource(self.0)
             }
         }
-        impl $crate::output::IntoOperationOutput for $rust_type {
-            fn out_params() -> ::std::vec::Vec<$crate::definition::ParamDefinition> {
-                $crate::output::return_resource($fhir_type)
-            }
-            fn into_output(
-                self,
-            ) -> ::std::result::Result<$crate::output::OperationOutput, $crate::outcome::OperationError> {
-                $crate::output::resource_output(&self.0)
-            }
-        }
+        $crate::resource_type!(@output $rust_type, $fhir_type, resource => &resource.0);
     };
     ($rust_type:ty, $fhir_type:literal) => {
         impl $crate::types::FhirParam for $rust_type {
@@ -556,16 +561,7 @@ macro_rules! resource_type {
                 $crate::types::resource::serialize_resource(&self)
             }
         }
-        impl $crate::output::IntoOperationOutput for $rust_type {
-            fn out_params() -> ::std::vec::Vec<$crate::definition::ParamDefinition> {
-                $crate::output::return_resource($fhir_type)
-            }
-            fn into_output(
-                self,
-            ) -> ::std::result::Result<$crate::output::OperationOutput, $crate::outcome::OperationError> {
-                $crate::output::resource_output(&self)
-            }
-        }
+        $crate::resource_type!(@output $rust_type, $fhir_type, resource => &resource);
     };
 }
 
