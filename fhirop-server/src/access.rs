@@ -11,8 +11,9 @@ use serde_json::Value;
 pub struct Access {
     /// A project administrator (the admin token, or a membership with `admin: true`).
     pub admin: bool,
-    /// `(resourceType, readonly)` rules; `None` grants every type.
-    pub rules: Option<Vec<(String, bool)>>,
+    /// `(resourceType, readonly)` rules; `None` grants every type. Shared: every route reads
+    /// the caller's access from the request, and a copy per read would copy the policy.
+    pub rules: Option<std::sync::Arc<[(String, bool)]>>,
 }
 
 impl Access {
