@@ -125,13 +125,16 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
     }
 
-    /// The diagnostics of every issue of an OperationOutcome body, one a line.
-    pub fn diagnostics(&self) -> String {
+    /// The issues of an OperationOutcome body.
+    pub fn issues(&self) -> Vec<Value> {
         let body = self.json();
         assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
-        body["issue"]
-            .as_array()
-            .expect("issues")
+        body["issue"].as_array().cloned().expect("issues")
+    }
+
+    /// The diagnostics of every issue of an OperationOutcome body, one a line.
+    pub fn diagnostics(&self) -> String {
+        self.issues()
             .iter()
             .filter_map(|issue| issue["diagnostics"].as_str())
             .collect::<Vec<_>>()
@@ -140,11 +143,7 @@ impl Reply {
 
     /// The issue codes of an OperationOutcome body.
     pub fn issue_codes(&self) -> Vec<String> {
-        let body = self.json();
-        assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
-        body["issue"]
-            .as_array()
-            .expect("issues")
+        self.issues()
             .iter()
             .map(|issue| issue["code"].as_str().unwrap_or_default().to_owned())
             .collect()
@@ -152,9 +151,7 @@ impl Reply {
 
     /// The `expression`s of every issue of an OperationOutcome body.
     pub fn issue_expressions(&self) -> Vec<String> {
-        self.json()["issue"]
-            .as_array()
-            .expect("issues")
+        self.issues()
             .iter()
             .flat_map(|issue| issue["expression"].as_array().cloned().unwrap_or_default())
             .map(|expression| expression.as_str().unwrap_or_default().to_owned())

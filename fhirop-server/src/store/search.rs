@@ -328,14 +328,15 @@ impl CompiledSearch {
                             sql.push_str(&format!(
                                 "r.id {not}IN (SELECT i.id FROM {table} i WHERE i.tenant = ? AND i.resource_type = ? AND {matches})"
                             ));
-                            bound.push(SqlValue::Text(tenant.to_owned()));
-                            bound.push(SqlValue::Text(resource_type.to_owned()));
+                            bound.extend(with_owner(tenant, resource_type, values));
                         }
-                        IndexForm::Probe => sql.push_str(&format!(
-                            "{not}EXISTS (SELECT 1 FROM {table} i WHERE i.tenant = r.tenant AND i.resource_type = r.resource_type AND i.id = r.id AND {matches})"
-                        )),
+                        IndexForm::Probe => {
+                            sql.push_str(&format!(
+                                "{not}EXISTS (SELECT 1 FROM {table} i WHERE i.tenant = r.tenant AND i.resource_type = r.resource_type AND i.id = r.id AND {matches})"
+                            ));
+                            bound.extend(values.iter().cloned());
+                        }
                     }
-                    bound.extend(values.iter().cloned());
                 }
             }
         }
