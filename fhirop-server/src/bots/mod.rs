@@ -3,6 +3,8 @@
 //! `operationDefinition-implementation` extension (Medplum's custom operations).
 
 pub mod audit;
+mod bridge;
+mod heap;
 pub mod host;
 pub mod operation;
 pub mod output;

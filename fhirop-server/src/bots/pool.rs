@@ -151,8 +151,9 @@ fn work(jobs: Receiver<Job>, limits: SandboxLimits) {
                         "the engine panicked; the server logged the details".into(),
                     ))
                 });
-                // A runtime that ran out of memory or failed inside is not trusted again.
-                let keep = !matches!(result, Err(BotError::OutOfMemory | BotError::Engine(_)));
+                // Every execution's memory is restored to the template, out of memory or not;
+                // a runtime that failed inside (or panicked) is not trusted again.
+                let keep = !matches!(result, Err(BotError::Engine(_)));
                 let _ = reply.send(Execution {
                     value: result,
                     log: host.take_log(),

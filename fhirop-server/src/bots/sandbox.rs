@@ -1,13 +1,17 @@
 //! The QuickJS sandbox a Bot runs in: one runtime per worker thread with memory, stack and
-//! time limits; a fresh context per execution; bytecode compiled once per deployed version.
+//! time limits; a fresh context per execution, restored from a snapshot of the template
+//! (`heap.rs`); bytecode compiled once per deployed version.
 //!
 //! The only bridge to the host is one function taking and returning JSON text; the
 //! `medplum` object and `console` are written in JavaScript on top of it (`prelude.js`), so
-//! the host surface is one small, auditable function.
+//! the host surface is one small, auditable function (`bridge.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+use super::bridge;
+use super::heap::Region;
 
 use rquickjs::context::intrinsic;
 use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Runtime, Value, module::WriteOptions};
@@ -101,10 +105,14 @@ type BotIntrinsics = (
     intrinsic::Promise,
 );
 
-/// One QuickJS runtime, owned by one worker thread.
+/// One QuickJS runtime, owned by one worker thread, and its template context: the
+/// intrinsics, the host bridge and the evaluated prelude. Every execution starts from the
+/// template as it was when first built, and the region is put back afterwards (`heap.rs`).
 pub struct Engine {
+    // Field order is drop order: the context and the runtime live in `region`, which goes last.
+    template: Context,
     runtime: Runtime,
-    prelude: Vec<u8>,
+    region: RefCell<Region>,
     deadline: Rc<Cell<Option<Instant>>>,
     limits: SandboxLimits,
 }
@@ -113,6 +121,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("limits", &self.limits)
+            .field("region", &self.region)
             .finish_non_exhaustive()
     }
 }
@@ -138,10 +147,25 @@ fn as_module_source(source: &str) -> String {
     }
 }
 
+/// The address space a runtime with a heap limit of `memory` reserves. QuickJS counts what it
+/// asked for; the size classes round that up by at most a quarter, and a class's freed blocks
+/// serve only that class, so the region leaves room for both. Untouched pages cost nothing.
+fn region_size(memory: usize) -> usize {
+    memory.saturating_mul(3).saturating_add(32 * 1024 * 1024)
+}
+
+/// Headroom over the template before QuickJS collects cycles inside one execution: short
+/// executions never collect, since the restore discards their garbage wholesale.
+const GC_HEADROOM: usize = 4 * 1024 * 1024;
+
 impl Engine {
-    /// A runtime with `limits`, its interrupt handler checking the current deadline.
+    /// A runtime with `limits`, its interrupt handler checking the current deadline, and the
+    /// template context every execution starts from.
     pub fn new(limits: SandboxLimits) -> Result<Engine, BotError> {
-        let runtime = Runtime::new().map_err(|error| BotError::Engine(error.to_string()))?;
+        let engine_error = |error: rquickjs::Error| BotError::Engine(error.to_string());
+        let mut region =
+            Region::reserve(region_size(limits.memory)).map_err(|error| BotError::Engine(error.to_string()))?;
+        let runtime = Runtime::new_with_alloc(region.allocator()).map_err(engine_error)?;
         runtime.set_memory_limit(limits.memory);
         runtime.set_max_stack_size(limits.stack);
         let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
@@ -150,35 +174,40 @@ impl Engine {
         runtime.set_interrupt_handler(Some(Box::new(move || {
             watched.get().is_some_and(|deadline| Instant::now() >= deadline)
         })));
-        let mut engine = Engine {
+        let prelude = compile_in(&runtime, "prelude.js", PRELUDE.to_owned())?;
+        let template = Context::custom::<BotIntrinsics>(&runtime).map_err(engine_error)?;
+        template.with(|ctx| {
+            let caught = |error: CaughtError<'_>| BotError::Engine(format!("the prelude failed: {error}"));
+            bridge::install(&ctx).map_err(engine_error)?;
+            let (_, done) = load(&ctx, &prelude)?.eval().catch(&ctx).map_err(caught)?;
+            done.finish::<Value>().catch(&ctx).map_err(caught)?;
+            Ok::<_, BotError>(())
+        })?;
+        runtime.run_gc();
+        let template_bytes = usize::try_from(runtime.memory_usage().malloc_size).unwrap_or(0);
+        runtime.set_gc_threshold(template_bytes + GC_HEADROOM);
+        region.snapshot();
+        Ok(Engine {
+            template,
             runtime,
-            prelude: Vec::new(),
+            region: RefCell::new(region),
             deadline,
             limits,
-        };
-        engine.prelude = engine.compile_named("prelude.js", PRELUDE.to_owned())?;
-        Ok(engine)
+        })
     }
 
     /// Compiles a Bot's code to bytecode, once per deployed version.
     pub fn compile(&self, source: &str) -> Result<Vec<u8>, BotError> {
-        self.compile_named(BOT_FILE, as_module_source(source))
-    }
-
-    fn compile_named(&self, name: &str, source: String) -> Result<Vec<u8>, BotError> {
-        let context = Context::full(&self.runtime).map_err(|error| BotError::Engine(error.to_string()))?;
-        context.with(|ctx| {
-            let module = Module::declare(ctx.clone(), name, source)
-                .catch(&ctx)
-                .map_err(|error| syntax_error(error, name))?;
-            module
-                .write(WriteOptions::default())
-                .map_err(|error| BotError::Engine(error.to_string()))
-        })
+        let compiled = compile_in(&self.runtime, BOT_FILE, as_module_source(source));
+        self.region.borrow_mut().restore();
+        compiled
     }
 
     /// Runs a compiled Bot's `handler(medplum, event)` in a fresh context and returns its
     /// value as JSON text (`undefined` as `null`).
+    ///
+    /// Fresh means the template exactly as built: the region is restored after every
+    /// execution, so whatever the Bot changed or allocated is gone for the next one.
     pub fn run(
         &self,
         bytecode: &[u8],
@@ -187,31 +216,25 @@ impl Engine {
         timeout: Duration,
     ) -> Result<String, BotError> {
         let limit = timeout.min(self.limits.timeout.max(timeout));
+        let scope = bridge::HostScope::enter(host);
         self.deadline.set(Some(Instant::now() + limit));
-        let result = Context::custom::<BotIntrinsics>(&self.runtime)
-            .map_err(|error| engine_error(error, limit))
-            .and_then(|context| self.run_in(&context, bytecode, event_json, host, limit));
+        let result = self.run_in(bytecode, event_json, limit);
         self.deadline.set(None);
-        // No collection here: dropping the context frees what reference counting can, and
-        // QuickJS collects cycles itself once its heap passes the GC threshold. A full
-        // collection after every call was about 6% of a Bot operation's CPU.
+        drop(scope);
+        // Every handle into the execution's memory was dropped inside `run_in`.
+        self.region.borrow_mut().restore();
         result
     }
 
-    fn run_in(
-        &self,
-        context: &Context,
-        bytecode: &[u8],
-        event_json: &str,
-        host: Rc<dyn Host>,
-        limit: Duration,
-    ) -> Result<String, BotError> {
+    /// Bytes of the template image each execution starts from.
+    pub fn template_size(&self) -> usize {
+        self.region.borrow().template_size()
+    }
+
+    fn run_in(&self, bytecode: &[u8], event_json: &str, limit: Duration) -> Result<String, BotError> {
         let deadline = self.deadline.clone();
-        context.with(|ctx| {
+        self.template.with(|ctx| {
             let caught = |error: CaughtError<'_>| self.classify(error, limit);
-            install_bridge(&ctx, host).map_err(|error| engine_error(error, limit))?;
-            let (_, prelude_done) = load(&ctx, &self.prelude)?.eval().catch(&ctx).map_err(caught)?;
-            prelude_done.finish::<Value>().catch(&ctx).map_err(caught)?;
             let (module, done) = load(&ctx, bytecode)?.eval().catch(&ctx).map_err(caught)?;
             done.finish::<Value>().catch(&ctx).map_err(caught)?;
             let handler: Function = match module.get::<_, Value>("handler") {
@@ -284,6 +307,19 @@ impl Engine {
     }
 }
 
+/// Compiles `source` as the module `name` in a context of its own, to bytecode.
+fn compile_in(runtime: &Runtime, name: &str, source: String) -> Result<Vec<u8>, BotError> {
+    let context = Context::full(runtime).map_err(|error| BotError::Engine(error.to_string()))?;
+    context.with(|ctx| {
+        let module = Module::declare(ctx.clone(), name, source)
+            .catch(&ctx)
+            .map_err(|error| syntax_error(error, name))?;
+        module
+            .write(WriteOptions::default())
+            .map_err(|error| BotError::Engine(error.to_string()))
+    })
+}
+
 fn engine_error(error: rquickjs::Error, _limit: Duration) -> BotError {
     match error {
         rquickjs::Error::Allocation => BotError::OutOfMemory,
@@ -311,31 +347,9 @@ fn syntax_error(error: CaughtError<'_>, file: &str) -> BotError {
 #[allow(unsafe_code)]
 fn load<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Module<'js, rquickjs::module::Declared>, BotError> {
     // SAFETY: QuickJS trusts bytecode completely. Every byte passed here was written by
-    // `Engine::compile_named` in this process from source it parsed itself; bytecode never
+    // `compile_in` in this process from source it parsed itself; bytecode never
     // comes from a client, a file or the database.
     unsafe { Module::load(ctx.clone(), bytecode) }.map_err(|error| BotError::Engine(error.to_string()))
-}
-
-/// `__host(method, argsJson)` and `__log(level, text)`, which the prelude captures and then
-/// removes from the global object.
-fn install_bridge(ctx: &Ctx<'_>, host: Rc<dyn Host>) -> rquickjs::Result<()> {
-    let globals = ctx.globals();
-    let caller = host.clone();
-    let host_call = Function::new(ctx.clone(), move |method: String, args: String| -> String {
-        let args = serde_json::from_str(&args).unwrap_or(serde_json::Value::Null);
-        let reply = match caller.call(&method, args) {
-            Ok(value) => serde_json::json!({"ok": true, "value": value}),
-            Err((message, outcome)) => serde_json::json!({"ok": false, "message": message, "outcome": outcome}),
-        };
-        reply.to_string()
-    })?;
-    let logger = host;
-    let log = Function::new(ctx.clone(), move |level: String, text: String| {
-        logger.log(&level, text);
-    })?;
-    globals.set("__host", host_call)?;
-    globals.set("__log", log)?;
-    Ok(())
 }
 
 /// A [`Host`] that records console lines, for tests and Bots without store access.
@@ -443,6 +457,79 @@ mod tests {
             let host = Rc::new(RecordingHost::default());
             assert_eq!(engine.run(&bytecode, "{}", host, Duration::from_secs(1)).unwrap(), "1");
         }
+    }
+
+    #[test]
+    fn nothing_a_bot_changes_reaches_the_next_execution() {
+        let engine = Engine::new(SandboxLimits::default()).unwrap();
+        let polluter = engine
+            .compile(
+                "exports.handler = async () => {\n\
+                 Object.prototype.polluted = 1; Array.prototype.push = () => 0; JSON.stringify = () => 'forged';\n\
+                 globalThis.medplum = null; delete globalThis.console; return 'done'; };",
+            )
+            .unwrap();
+        let probe = engine
+            .compile(
+                "exports.handler = async (medplum) =>\n\
+                 [({}).polluted, [].push(1), JSON.stringify({a: 1}), typeof medplum.readResource, typeof console.log];",
+            )
+            .unwrap();
+        let host = || Rc::new(RecordingHost::default());
+        let second = Duration::from_secs(1);
+        assert_eq!(engine.run(&polluter, "{}", host(), second).unwrap(), r#""done""#);
+        assert_eq!(
+            engine.run(&probe, "{}", host(), second).unwrap(),
+            r#"[null,1,"{\"a\":1}","function","function"]"#
+        );
+    }
+
+    #[test]
+    fn every_execution_starts_from_the_template_and_gives_its_memory_back() {
+        let engine = Engine::new(SandboxLimits {
+            memory: 32 * 1024 * 1024,
+            ..SandboxLimits::default()
+        })
+        .unwrap();
+        let template = engine.template_size();
+        assert_eq!(engine.region.borrow().used(), template);
+        let hungry = engine
+            .compile("exports.handler = async () => { const a = []; for (;;) a.push('x'.repeat(1000)); };")
+            .unwrap();
+        let small = engine
+            .compile("exports.handler = async (m, event) => event.input * 2;")
+            .unwrap();
+        let second = Duration::from_secs(5);
+        for _ in 0..3 {
+            let host = Rc::new(RecordingHost::default());
+            assert_eq!(
+                engine.run(&hungry, "{}", host, second).unwrap_err(),
+                BotError::OutOfMemory
+            );
+            assert_eq!(engine.region.borrow().used(), template);
+            let host = Rc::new(RecordingHost::default());
+            assert_eq!(engine.run(&small, r#"{"input":21}"#, host, second).unwrap(), "42");
+        }
+    }
+
+    #[test]
+    fn math_random_differs_between_executions() {
+        let engine = Engine::new(SandboxLimits::default()).unwrap();
+        let bytecode = engine
+            .compile("exports.handler = async () => [Math.random(), Math.random()];")
+            .unwrap();
+        let mut draws = Vec::new();
+        for _ in 0..3 {
+            let host = Rc::new(RecordingHost::default());
+            let pair: Vec<f64> =
+                serde_json::from_str(&engine.run(&bytecode, "{}", host, Duration::from_secs(1)).unwrap()).unwrap();
+            draws.extend(pair);
+        }
+        assert!(draws.iter().all(|draw| (0.0..1.0).contains(draw)), "{draws:?}");
+        let mut distinct = draws.clone();
+        distinct.sort_by(f64::total_cmp);
+        distinct.dedup();
+        assert_eq!(distinct.len(), draws.len(), "{draws:?}");
     }
 
     #[test]
