@@ -12,11 +12,12 @@ use fhirop::store::{
 };
 use futures_util::future::BoxFuture;
 use serde_json::{Map, Value};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 // Dynamic SQL here is assembled only from fixed table names and conditions with `?`
 // placeholders (search::compile); every value is bound.
-use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection};
 
+use super::connections::{Connections, Lease};
 use super::search::{CompiledSearch, IndexForm, IndexValue, SqlValue, compile, index_table, index_values, params_of};
 
 /// The schema. Every row carries its tenant, so tenants share the tables and never the rows.
@@ -108,17 +109,22 @@ fn database_error(error: sqlx::Error) -> StoreError {
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    connections: Connections,
     /// One writer at a time: SQLite allows one anyway, and waiting here is cheaper than
     /// retrying a busy transaction.
     writer: tokio::sync::Mutex<()>,
 }
 
 impl SqliteStore {
+    /// A connection for one query or transaction.
+    async fn lease(&self) -> Result<Lease<'_>, StoreError> {
+        self.connections.acquire().await.map_err(database_error)
+    }
+
     /// Runs a `SELECT COUNT(...) AS total` statement.
     async fn count(&self, sql: String, values: &[SqlValue]) -> Result<u64, StoreError> {
         let row = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.lease().await?)
             .await
             .map_err(database_error)?;
         Ok(row.try_get::<i64, _>("total").map_err(database_error)? as u64)
@@ -225,7 +231,7 @@ impl SqliteStore {
              || COALESCE(body, 'null') || ']', ','), '') || ']' AS rows FROM ({select})"
         );
         let row = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.lease().await?)
             .await
             .map_err(database_error)?;
         let text: String = row.try_get("rows").map_err(database_error)?;
@@ -259,35 +265,31 @@ impl SqliteStore {
             // FULL: the WAL is fsynced at every commit, so a 2xx survives kill -9 and power loss.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(database_error)?;
-        SqliteStore::with_pool(pool).await
+        // Readers run beside the one writer (WAL).
+        let connections = Connections::open(&options, 4).await.map_err(database_error)?;
+        SqliteStore::with_connections(connections).await
     }
 
     /// A throw-away in-memory database (`--memory`).
     pub async fn in_memory() -> Result<SqliteStore, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(database_error)?;
         // One connection: every connection to :memory: is a database of its own.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options)
-            .await
-            .map_err(database_error)?;
-        SqliteStore::with_pool(pool).await
+        let connections = Connections::open(&options, 1).await.map_err(database_error)?;
+        SqliteStore::with_connections(connections).await
     }
 
-    async fn with_pool(pool: SqlitePool) -> Result<SqliteStore, StoreError> {
-        for statement in SCHEMA {
-            sqlx::query(*statement).execute(&pool).await.map_err(database_error)?;
+    async fn with_connections(connections: Connections) -> Result<SqliteStore, StoreError> {
+        {
+            let mut connection = connections.acquire().await.map_err(database_error)?;
+            for statement in SCHEMA {
+                sqlx::query(*statement)
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(database_error)?;
+            }
         }
         Ok(SqliteStore {
-            pool,
+            connections,
             writer: tokio::sync::Mutex::new(()),
         })
     }
@@ -696,7 +698,7 @@ impl ResourceStore for SqliteStore {
             .bind(tenant)
             .bind(resource_type)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.lease().await?)
             .await
             .map_err(database_error)?;
             Ok(read_result(row.as_ref().map(row_to_stored).transpose()?))
@@ -718,7 +720,7 @@ impl ResourceStore for SqliteStore {
             .bind(resource_type)
             .bind(id)
             .bind(version_id as i64)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.lease().await?)
             .await
             .map_err(database_error)?;
             Ok(read_result(row.as_ref().map(row_to_stored).transpose()?))
@@ -738,7 +740,7 @@ impl ResourceStore for SqliteStore {
             .bind(tenant)
             .bind(resource_type)
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.lease().await?)
             .await
             .map_err(database_error)?;
             rows.iter().map(row_to_stored).collect()
@@ -835,7 +837,7 @@ impl ResourceStore for SqliteStore {
             let rows =
                 sqlx::query("SELECT DISTINCT tenant FROM resource_current WHERE resource_type = ? AND deleted = 0")
                     .bind(resource_type)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.lease().await?)
                     .await
                     .map_err(database_error)?;
             rows.iter()
@@ -851,7 +853,8 @@ impl ResourceStore for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<WriteResult>, StoreError>> {
         Box::pin(async move {
             let _writer = self.writer.lock().await;
-            let mut transaction = self.pool.begin().await.map_err(database_error)?;
+            let mut connection = self.lease().await?;
+            let mut transaction = connection.begin().await.map_err(database_error)?;
             let time = now();
             let mut results = Vec::with_capacity(writes.len());
             let mut creates = Vec::new();
