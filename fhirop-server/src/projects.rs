@@ -93,10 +93,6 @@ async fn check_project(store: &StoreHandle, project: &str) -> Result<(), Operati
     }
 }
 
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
 /// A membership linking `user` to `project`, with the access policy of `body`, if any.
 pub async fn add_membership(
     store: &StoreHandle,
@@ -106,7 +102,7 @@ pub async fn add_membership(
 ) -> Result<StoredResource, OperationError> {
     let mut membership = json!({
         "resourceType": "ProjectMembership",
-        "id": new_id(),
+        "id": crate::store::new_id(),
         "project": {"reference": format!("Project/{project}")},
         "user": {"reference": user},
         "profile": {"reference": user},
@@ -127,7 +123,7 @@ async fn create_project(request: HttpRequest, body: web::Bytes, projects: web::D
                 .and_then(Value::as_str)
                 .filter(|name| !name.trim().is_empty())
                 .ok_or_else(|| OperationError::invalid("a project needs a name"))?;
-            let project = json!({"resourceType": "Project", "id": new_id(), "name": name});
+            let project = json!({"resourceType": "Project", "id": crate::store::new_id(), "name": name});
             let stored = write_one(&projects.store, SYSTEM_TENANT, project).await?;
             Ok((StatusCode::CREATED, stored.resource.unwrap_or(Value::Null)))
         }
@@ -146,7 +142,7 @@ async fn create_client(request: HttpRequest, body: web::Bytes, projects: web::Da
             let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
             let client = json!({
                 "resourceType": "ClientApplication",
-                "id": new_id(),
+                "id": crate::store::new_id(),
                 "extension": [
                     {"url": SECRET_HASH_EXTENSION, "valueString": secret_hash(&secret)},
                     {"url": "https://fhirop.dev/StructureDefinition/project", "valueReference": {"reference": format!("Project/{project}")}},
@@ -208,7 +204,7 @@ async fn create_bot(request: HttpRequest, body: web::Bytes, projects: web::Data<
             let body = json_body(&body)?;
             let mut bot = json!({
                 "resourceType": "Bot",
-                "id": new_id(),
+                "id": crate::store::new_id(),
                 "name": body.get("name").and_then(Value::as_str).unwrap_or("bot"),
             });
             if let Some(run_as_user) = body.get("runAsUser").and_then(Value::as_bool) {

@@ -245,7 +245,7 @@ async fn create_route(request: HttpRequest, payload: web::Payload, state: web::D
         rest.access.require_write(&resource_type)?;
         let mut resource = resource_body(&request, payload, &state, &resource_type).await?;
         // R4 create: the server assigns the id, whatever the body says.
-        resource["id"] = Value::String(uuid::Uuid::new_v4().to_string());
+        resource["id"] = Value::String(crate::store::new_id());
         let registration = check_definition(&request, &rest, &resource).await?;
         let mut results = rest
             .store

@@ -137,14 +137,14 @@ impl Planner<'_> {
                             )));
                         }
                     }
-                    let id = uuid::Uuid::new_v4().to_string();
+                    let id = crate::store::new_id();
                     self.pending_conditionals
                         .insert(conditional_key(&conditional), format!("{url}/{id}"));
                     resource["id"] = Value::String(id.clone());
                     self.alias(full_url, &format!("{url}/{id}"));
                     return Ok(Plan::Write(Write::Create { resource }));
                 }
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = crate::store::new_id();
                 resource["id"] = Value::String(id.clone());
                 self.alias(full_url, &format!("{url}/{id}"));
                 Ok(Plan::Write(Write::Create { resource }))
@@ -157,7 +157,7 @@ impl Planner<'_> {
                 let (resource_type, id) = if url.contains('?') {
                     let (resource_type, ids) = search_ids(self.store, self.tenant, url).await?;
                     match ids.as_slice() {
-                        [] => (resource_type, uuid::Uuid::new_v4().to_string()),
+                        [] => (resource_type, crate::store::new_id()),
                         [id] => (resource_type, id.clone()),
                         _ => return Err(precondition_failed(format!("'{url}' matches several resources"))),
                     }

@@ -52,7 +52,7 @@ impl ExecutionRecord {
         }
         json!({
             "resourceType": "AuditEvent",
-            "id": uuid::Uuid::new_v4().to_string(),
+            "id": crate::store::new_id(),
             "type": {"system": "https://medplum.com/CodeSystem/medplum", "code": "execute", "display": "Bot execution"},
             "period": {"start": self.start, "end": self.end},
             "recorded": self.end,

@@ -137,7 +137,7 @@ impl StoreHost {
             "create" => {
                 let mut resource = arg(0);
                 checked_type(&resource)?;
-                resource["id"] = Value::String(uuid::Uuid::new_v4().to_string());
+                resource["id"] = Value::String(crate::store::new_id());
                 write_one(store, tenant, Write::Create { resource }).await
             }
             "update" => {
@@ -165,7 +165,7 @@ impl StoreHost {
                 let found = store.search(tenant, &query).await?.resources;
                 match found.as_slice() {
                     [] => {
-                        resource["id"] = Value::String(uuid::Uuid::new_v4().to_string());
+                        resource["id"] = Value::String(crate::store::new_id());
                         write_one(store, tenant, Write::Create { resource }).await
                     }
                     [existing] => {
