@@ -149,7 +149,7 @@ unsafe extern "C" fn host_call(
                     serde_json::json!({"ok": false, "message": "no host is serving this execution", "outcome": null})
                 }
             };
-            reply.to_string().into_js(ctx)
+            fhirop::format::json_text(&reply).into_js(ctx)
         })
     }
 }

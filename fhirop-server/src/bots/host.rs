@@ -373,7 +373,7 @@ impl StoreHost {
             extensions.insert(access.clone());
         }
         crate::authorize_operation(&request, &operation.definition, &target)?;
-        let body = (!body.is_null()).then(|| actix_web::web::Bytes::from(body.to_string()));
+        let body = (!body.is_null()).then(|| actix_web::web::Bytes::from(fhirop::format::json_text(&body)));
         let output = fhirop::server::call_operation(
             &operation,
             &request,

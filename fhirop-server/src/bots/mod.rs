@@ -310,7 +310,10 @@ impl Bots {
             limits: self.limits,
         };
         let started = (SystemTime::now(), Instant::now());
-        let execution = self.pool.run(bytecode, event.to_string(), host, timeout).await?;
+        let execution = self
+            .pool
+            .run(bytecode, fhirop::format::json_text(&event), host, timeout)
+            .await?;
         let (succeeded, error, value) = match execution.value {
             Ok(value) => (true, None, Some(value)),
             Err(error) => (false, Some(error), None),

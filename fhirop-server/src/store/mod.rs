@@ -26,7 +26,11 @@ mod tests {
     #[test]
     fn new_ids_are_fhir_ids_in_creation_order() {
         let ids: Vec<String> = (0..2000).map(|_| new_id()).collect();
-        assert!(ids.iter().all(|id| fhirop::types::lexical::is_id(id)), "{:?}", &ids[..3]);
+        assert!(
+            ids.iter().all(|id| fhirop::types::lexical::is_id(id)),
+            "{:?}",
+            &ids[..3]
+        );
         let mut sorted = ids.clone();
         sorted.sort();
         sorted.dedup();
