@@ -129,63 +129,47 @@ fn text_argument(arguments: &[Value<'_>], index: usize) -> rquickjs::Result<Stri
     }
 }
 
-unsafe extern "C" fn host_call(
-    ctx: *mut qjs::JSContext,
-    _this: qjs::JSValue,
-    argc: c_int,
-    argv: *mut qjs::JSValue,
-) -> qjs::JSValue {
-    // SAFETY: called by QuickJS with its own context and arguments.
-    unsafe {
-        native_call(ctx, argc, argv, |ctx, arguments| {
-            let method = text_argument(arguments, 0)?;
-            let args = serde_json::from_str(&text_argument(arguments, 1)?).unwrap_or(serde_json::Value::Null);
-            let reply = match current_host() {
-                Some(host) => match host.call(&method, args) {
-                    Ok(value) => serde_json::json!({"ok": true, "value": value}),
-                    Err((message, outcome)) => serde_json::json!({"ok": false, "message": message, "outcome": outcome}),
-                },
-                None => {
-                    serde_json::json!({"ok": false, "message": "no host is serving this execution", "outcome": null})
-                }
-            };
-            fhirop::format::json_text(&reply).into_js(ctx)
-        })
-    }
+/// A native function: the C signature QuickJS calls, around a body that gets safe handles.
+macro_rules! native_function {
+    ($name:ident, |$ctx:ident, $arguments:ident| $body:expr) => {
+        unsafe extern "C" fn $name(
+            ctx: *mut qjs::JSContext,
+            _this: qjs::JSValue,
+            argc: c_int,
+            argv: *mut qjs::JSValue,
+        ) -> qjs::JSValue {
+            // SAFETY: QuickJS calls with its own live context and `argc` arguments at `argv`.
+            unsafe { native_call(ctx, argc, argv, |$ctx, $arguments| $body) }
+        }
+    };
 }
 
-unsafe extern "C" fn log(
-    ctx: *mut qjs::JSContext,
-    _this: qjs::JSValue,
-    argc: c_int,
-    argv: *mut qjs::JSValue,
-) -> qjs::JSValue {
-    // SAFETY: called by QuickJS with its own context and arguments.
-    unsafe {
-        native_call(ctx, argc, argv, |ctx, arguments| {
-            let level = text_argument(arguments, 0)?;
-            let text = text_argument(arguments, 1)?;
-            if let Some(host) = current_host() {
-                host.log(&level, text);
-            }
-            Ok(Value::new_undefined(ctx.clone()))
-        })
-    }
-}
+native_function!(host_call, |ctx, arguments| {
+    let method = text_argument(arguments, 0)?;
+    let args = serde_json::from_str(&text_argument(arguments, 1)?).unwrap_or(serde_json::Value::Null);
+    let reply = match current_host() {
+        Some(host) => match host.call(&method, args) {
+            Ok(value) => serde_json::json!({"ok": true, "value": value}),
+            Err((message, outcome)) => serde_json::json!({"ok": false, "message": message, "outcome": outcome}),
+        },
+        None => serde_json::json!({"ok": false, "message": "no host is serving this execution", "outcome": null}),
+    };
+    fhirop::format::json_text(&reply).into_js(ctx)
+});
 
-unsafe extern "C" fn random(
-    ctx: *mut qjs::JSContext,
-    _this: qjs::JSValue,
-    argc: c_int,
-    argv: *mut qjs::JSValue,
-) -> qjs::JSValue {
-    // SAFETY: called by QuickJS with its own context and arguments.
-    unsafe {
-        native_call(ctx, argc, argv, |ctx, _| {
-            Ok(Value::new_float(ctx.clone(), next_random()))
-        })
+native_function!(log, |ctx, arguments| {
+    let level = text_argument(arguments, 0)?;
+    let text = text_argument(arguments, 1)?;
+    if let Some(host) = current_host() {
+        host.log(&level, text);
     }
-}
+    Ok(Value::new_undefined(ctx.clone()))
+});
+
+native_function!(random, |ctx, _arguments| Ok(Value::new_float(
+    ctx.clone(),
+    next_random()
+)));
 
 /// A double in [0, 1) from the thread's xorshift64* generator, as QuickJS computes its own.
 fn next_random() -> f64 {
