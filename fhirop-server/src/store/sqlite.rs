@@ -21,6 +21,11 @@ use super::connections::{Connections, Lease};
 use super::search::{CompiledSearch, IndexForm, IndexValue, SqlValue, compile, index_table, index_values, params_of};
 
 /// The schema. Every row carries its tenant, so tenants share the tables and never the rows.
+///
+/// A resource's current version lives in `resource_current` only; `resource_version` holds
+/// the versions it superseded, moved there when it is updated or deleted, so a create writes
+/// its body once. (Databases written before kept the current version in both tables; reads
+/// take the union, which reads either layout the same.)
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS resource_version (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
@@ -431,26 +436,22 @@ impl VersionRow {
     }
 }
 
-/// Binds a version's row: tenant, type, id, version, lastUpdated, its epoch milliseconds (for
-/// `resource_current`, which orders by them), deleted and body.
+/// Binds a current row: tenant, type, id, version, lastUpdated, its epoch milliseconds (which
+/// search pages order by), deleted and body.
 fn bind_version<'q>(
     query: SqliteQuery<'q>,
     tenant: &'q str,
     version: &'q VersionRow,
     last_updated: &'q str,
-    last_updated_ms: Option<i64>,
+    last_updated_ms: i64,
 ) -> SqliteQuery<'q> {
-    let query = query
+    query
         .bind(tenant)
         .bind(&version.resource_type)
         .bind(&version.id)
         .bind(version.version as i64)
-        .bind(last_updated);
-    let query = match last_updated_ms {
-        Some(millis) => query.bind(millis),
-        None => query,
-    };
-    query
+        .bind(last_updated)
+        .bind(last_updated_ms)
         .bind(i64::from(version.body.is_none()))
         .bind(version.body.as_deref())
 }
@@ -477,6 +478,19 @@ async fn write_versions(
 ) -> Result<(), StoreError> {
     if lineage == Lineage::Following {
         for version in versions {
+            // The version being replaced joins the history (a database of the old layout has
+            // it there already).
+            sqlx::query(
+                "INSERT OR IGNORE INTO resource_version (tenant, resource_type, id, version, last_updated, deleted, body) \
+                 SELECT tenant, resource_type, id, version, last_updated, deleted, body FROM resource_current \
+                 WHERE tenant = ? AND resource_type = ? AND id = ?",
+            )
+            .bind(tenant)
+            .bind(&version.resource_type)
+            .bind(&version.id)
+            .execute(&mut *connection)
+            .await
+            .map_err(database_error)?;
             for table in index_tables() {
                 sqlx::query(AssertSqlSafe(format!(
                     "DELETE FROM {table} WHERE tenant = ? AND resource_type = ? AND id = ?"
@@ -500,7 +514,7 @@ async fn write_versions(
             placeholders(chunk.len(), 8)
         );
         let query = chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), |query, version| {
-            bind_version(query, tenant, version, last_updated, Some(*last_updated_ms))
+            bind_version(query, tenant, version, last_updated, *last_updated_ms)
         });
         if let Err(error) = query.execute(&mut *connection).await {
             return Err(match error.as_database_error() {
@@ -508,14 +522,6 @@ async fn write_versions(
                 _ => database_error(error),
             });
         }
-        let sql = format!(
-            "INSERT INTO resource_version (tenant, resource_type, id, version, last_updated, deleted, body) VALUES {}",
-            placeholders(chunk.len(), 7)
-        );
-        let query = chunk.iter().fold(sqlx::query(AssertSqlSafe(sql)), |query, version| {
-            bind_version(query, tenant, version, last_updated, None)
-        });
-        query.execute(&mut *connection).await.map_err(database_error)?;
     }
     // Rows per table, in the order of `index_tables()`, with the value columns of each.
     let mut rows_by_table: [Vec<(&VersionRow, &'static str, &IndexValue)>; 4] = Default::default();
@@ -724,8 +730,13 @@ impl ResourceStore for SqliteStore {
     ) -> BoxFuture<'a, Result<ReadResult, StoreError>> {
         Box::pin(async move {
             let row = sqlx::query(
-                "SELECT resource_type, id, version, last_updated, body FROM resource_version WHERE tenant = ? AND resource_type = ? AND id = ? AND version = ?",
+                "SELECT resource_type, id, version, last_updated, body FROM resource_version WHERE tenant = ? AND resource_type = ? AND id = ? AND version = ? \
+                 UNION SELECT resource_type, id, version, last_updated, body FROM resource_current WHERE tenant = ? AND resource_type = ? AND id = ? AND version = ?",
             )
+            .bind(tenant)
+            .bind(resource_type)
+            .bind(id)
+            .bind(version_id as i64)
             .bind(tenant)
             .bind(resource_type)
             .bind(id)
@@ -745,8 +756,13 @@ impl ResourceStore for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<StoredResource>, StoreError>> {
         Box::pin(async move {
             let rows = sqlx::query(
-                "SELECT resource_type, id, version, last_updated, body FROM resource_version WHERE tenant = ? AND resource_type = ? AND id = ? ORDER BY version DESC",
+                "SELECT resource_type, id, version, last_updated, body FROM resource_version WHERE tenant = ? AND resource_type = ? AND id = ? \
+                 UNION SELECT resource_type, id, version, last_updated, body FROM resource_current WHERE tenant = ? AND resource_type = ? AND id = ? \
+                 ORDER BY version DESC",
             )
+            .bind(tenant)
+            .bind(resource_type)
+            .bind(id)
             .bind(tenant)
             .bind(resource_type)
             .bind(id)
@@ -1177,6 +1193,111 @@ mod tests {
         assert_eq!(store.search("t", &search("first")).await.unwrap().total, Some(0));
         assert_eq!(store.search("t", &search("second")).await.unwrap().total, Some(1));
         assert_eq!(store.search("t", &search("third")).await.unwrap().total, Some(1));
+    }
+
+    /// `(version, family or None for a deletion)` of every version, newest first.
+    async fn history_of(store: &SqliteStore, id: &str) -> Vec<(u64, Option<String>)> {
+        let family = |stored: &StoredResource| {
+            stored
+                .resource
+                .as_ref()
+                .map(|resource| resource["name"][0]["family"].as_str().unwrap().to_owned())
+        };
+        let history = store.history("t", "Patient", id).await.unwrap();
+        let mut versions = Vec::new();
+        for stored in &history {
+            // Each version also reads back by vread.
+            match store.vread("t", "Patient", id, stored.version_id).await.unwrap() {
+                ReadResult::Found(read) | ReadResult::Deleted(read) => assert_eq!(family(&read), family(stored)),
+                ReadResult::NotFound => panic!("version {} of {id} does not vread", stored.version_id),
+            }
+            versions.push((stored.version_id, family(stored)));
+        }
+        versions
+    }
+
+    async fn archived_rows(store: &SqliteStore) -> i64 {
+        let mut connection = store.lease().await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM resource_version")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn history_holds_every_version_with_each_body_stored_once() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let write = |writes: Vec<Write>| store.transaction("t", writes);
+        write(vec![Write::Create {
+            resource: patient("a", "One"),
+        }])
+        .await
+        .unwrap();
+        assert_eq!(archived_rows(&store).await, 0, "a create writes its body once");
+        assert_eq!(history_of(&store, "a").await, [(1, Some("One".into()))]);
+        let update = |family| Write::Update {
+            resource: patient("a", family),
+            if_match: None,
+        };
+        write(vec![update("Two"), update("Three")]).await.unwrap();
+        write(vec![Write::Delete {
+            resource_type: "Patient".into(),
+            id: "a".into(),
+        }])
+        .await
+        .unwrap();
+        write(vec![update("Five")]).await.unwrap();
+        assert_eq!(
+            history_of(&store, "a").await,
+            [
+                (5, Some("Five".into())),
+                (4, None),
+                (3, Some("Three".into())),
+                (2, Some("Two".into())),
+                (1, Some("One".into()))
+            ]
+        );
+        assert_eq!(archived_rows(&store).await, 4);
+    }
+
+    #[tokio::test]
+    async fn a_database_that_also_kept_current_versions_in_the_history_reads_the_same() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        store
+            .transaction(
+                "t",
+                vec![Write::Create {
+                    resource: patient("a", "One"),
+                }],
+            )
+            .await
+            .unwrap();
+        {
+            // The layout before: the current version in both tables.
+            let mut connection = store.lease().await.unwrap();
+            sqlx::query(
+                "INSERT INTO resource_version (tenant, resource_type, id, version, last_updated, deleted, body) \
+                 SELECT tenant, resource_type, id, version, last_updated, deleted, body FROM resource_current",
+            )
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+        }
+        assert_eq!(history_of(&store, "a").await, [(1, Some("One".into()))]);
+        store
+            .transaction(
+                "t",
+                vec![Write::Update {
+                    resource: patient("a", "Two"),
+                    if_match: Some(1),
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            history_of(&store, "a").await,
+            [(2, Some("Two".into())), (1, Some("One".into()))]
+        );
     }
 
     #[tokio::test]
