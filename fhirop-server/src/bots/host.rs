@@ -121,7 +121,7 @@ impl StoreHost {
         });
         if let Some(resource_type) = target.as_deref().filter(|_| method != "batch") {
             match method {
-                "read" | "search" => access.require_read(resource_type)?,
+                "read" | "search" | "search-resources" => access.require_read(resource_type)?,
                 _ => access.require_write(resource_type)?,
             }
         }
@@ -133,6 +133,21 @@ impl StoreHost {
                 let query = search_query(&resource_type, pairs, false)?;
                 let result = store.search(tenant, &query).await?;
                 Ok(searchset(base_url, &query, result).into_json())
+            }
+            // searchResources and searchOne keep only the resources: no Bundle to build,
+            // serialize and parse in JavaScript for the prelude to unwrap.
+            "search-resources" => {
+                let resource_type = text(0)?;
+                let pairs = query_pairs(text(1)?.as_bytes());
+                let query = search_query(&resource_type, pairs, false)?;
+                let result = store.search(tenant, &query).await?;
+                Ok(Value::Array(
+                    result
+                        .resources
+                        .into_iter()
+                        .filter_map(|stored| stored.resource)
+                        .collect(),
+                ))
             }
             "create" => {
                 let mut resource = arg(0);

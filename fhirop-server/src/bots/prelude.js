@@ -49,14 +49,12 @@ globalThis.medplum = Object.freeze({
   readResource: (resourceType, id) => call('read', [resourceType, id]),
   readReference: (reference) => call('read', referenceParts(reference)),
   search: (resourceType, query) => call('search', [resourceType, queryString(query)]),
-  // These two discard the Bundle, so they spare the server counting every match.
+  // These two want only the resources: the server sends no Bundle and counts no total.
   searchResources: (resourceType, query) =>
-    call('search', [resourceType, withParameter(queryString(query), '_total', 'none')]).then((bundle) =>
-      (bundle.entry || []).map((entry) => entry.resource)
-    ),
+    call('search-resources', [resourceType, withParameter(queryString(query), '_total', 'none')]),
   searchOne: (resourceType, query) =>
-    call('search', [resourceType, withParameter(withParameter(queryString(query), '_total', 'none'), '_count', '1')]).then(
-      (bundle) => (bundle.entry && bundle.entry.length > 0 ? bundle.entry[0].resource : undefined)
+    call('search-resources', [resourceType, withParameter(withParameter(queryString(query), '_total', 'none'), '_count', '1')]).then(
+      (resources) => resources[0]
     ),
   createResource: (resource) => call('create', [resource]),
   updateResource: (resource) => call('update', [resource]),
