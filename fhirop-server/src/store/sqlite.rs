@@ -1195,6 +1195,16 @@ mod tests {
         assert_eq!(store.search("t", &search("third")).await.unwrap().total, Some(1));
     }
 
+    /// An in-memory store holding `Patient/{id}` in tenant `t`.
+    async fn store_with_patient(id: &str, family: &str) -> SqliteStore {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let create = Write::Create {
+            resource: patient(id, family),
+        };
+        store.transaction("t", vec![create]).await.unwrap();
+        store
+    }
+
     /// `(version, family or None for a deletion)` of every version, newest first.
     async fn history_of(store: &SqliteStore, id: &str) -> Vec<(u64, Option<String>)> {
         let family = |stored: &StoredResource| {
@@ -1262,16 +1272,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_that_also_kept_current_versions_in_the_history_reads_the_same() {
-        let store = SqliteStore::in_memory().await.unwrap();
-        store
-            .transaction(
-                "t",
-                vec![Write::Create {
-                    resource: patient("a", "One"),
-                }],
-            )
-            .await
-            .unwrap();
+        let store = store_with_patient("a", "One").await;
         {
             // The layout before: the current version in both tables.
             let mut connection = store.lease().await.unwrap();
@@ -1302,16 +1303,7 @@ mod tests {
 
     #[tokio::test]
     async fn creating_an_existing_id_fails_naming_it_and_writes_nothing() {
-        let store = SqliteStore::in_memory().await.unwrap();
-        store
-            .transaction(
-                "t",
-                vec![Write::Create {
-                    resource: patient("taken", "Old"),
-                }],
-            )
-            .await
-            .unwrap();
+        let store = store_with_patient("taken", "Old").await;
         let clash = store
             .transaction(
                 "t",
