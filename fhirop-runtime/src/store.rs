@@ -206,6 +206,25 @@ pub trait ResourceStore: Send + Sync + 'static {
     fn search<'a>(&'a self, tenant: &'a str, query: &'a SearchQuery)
     -> BoxFuture<'a, Result<SearchResult, StoreError>>;
 
+    /// The resources of the page a search finds, as one JSON array of their texts: for callers
+    /// that hand them on unread (a Bot's `searchResources`), which a store can answer without
+    /// building and serializing every resource again.
+    fn search_resources_json<'a>(
+        &'a self,
+        tenant: &'a str,
+        query: &'a SearchQuery,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        Box::pin(async move {
+            let result = self.search(tenant, query).await?;
+            let resources = result
+                .resources
+                .into_iter()
+                .filter_map(|stored| stored.resource)
+                .collect();
+            Ok(crate::format::json_text(&Value::Array(resources)))
+        })
+    }
+
     /// Every current resource that references `target_type/target_id` through one of the
     /// reference parameters `links` names for its type (`(type, params)`): a compartment in one
     /// call, as `$everything` needs it.

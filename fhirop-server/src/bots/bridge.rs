@@ -147,14 +147,18 @@ macro_rules! native_function {
 native_function!(host_call, |ctx, arguments| {
     let method = text_argument(arguments, 0)?;
     let args = serde_json::from_str(&text_argument(arguments, 1)?).unwrap_or(serde_json::Value::Null);
-    let reply = match current_host() {
-        Some(host) => match host.call(&method, args) {
-            Ok(value) => serde_json::json!({"ok": true, "value": value}),
-            Err((message, outcome)) => serde_json::json!({"ok": false, "message": message, "outcome": outcome}),
-        },
-        None => serde_json::json!({"ok": false, "message": "no host is serving this execution", "outcome": null}),
+    let failure = |message: String, outcome: serde_json::Value| {
+        fhirop::format::json_text(&serde_json::json!({"ok": false, "message": message, "outcome": outcome}))
     };
-    fhirop::format::json_text(&reply).into_js(ctx)
+    let reply = match current_host() {
+        // The value's text goes in as the host wrote it (search results as stored).
+        Some(host) => match host.call(&method, args) {
+            Ok(value) => format!(r#"{{"ok":true,"value":{value}}}"#),
+            Err((message, outcome)) => failure(message, outcome),
+        },
+        None => failure("no host is serving this execution".to_owned(), serde_json::Value::Null),
+    };
+    reply.into_js(ctx)
 });
 
 native_function!(log, |ctx, arguments| {

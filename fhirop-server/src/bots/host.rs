@@ -92,7 +92,8 @@ impl StoreHost {
         std::mem::take(&mut *self.log.borrow_mut())
     }
 
-    async fn dispatch(&self, method: &str, args: Value) -> Result<Value, OperationError> {
+    /// Answers one call with its value's JSON text.
+    async fn dispatch(&self, method: &str, args: Value) -> Result<String, OperationError> {
         let arg = |index: usize| args.get(index).cloned().unwrap_or(Value::Null);
         let text = |index: usize| -> Result<String, OperationError> {
             args.get(index)
@@ -125,7 +126,15 @@ impl StoreHost {
                 _ => access.require_write(resource_type)?,
             }
         }
-        match method {
+        let value = match method {
+            // searchResources and searchOne keep only the resources, and hand the stored texts
+            // on as they are: no Bundle, and no resource parsed and serialized on the way.
+            "search-resources" => {
+                let resource_type = text(0)?;
+                let pairs = query_pairs(text(1)?.as_bytes());
+                let query = search_query(&resource_type, pairs, false)?;
+                return Ok(store.search_resources_json(tenant, &query).await?);
+            }
             "read" => read(store, tenant, &text(0)?, &text(1)?).await,
             "search" => {
                 let resource_type = text(0)?;
@@ -133,21 +142,6 @@ impl StoreHost {
                 let query = search_query(&resource_type, pairs, false)?;
                 let result = store.search(tenant, &query).await?;
                 Ok(searchset(base_url, &query, result).into_json())
-            }
-            // searchResources and searchOne keep only the resources: no Bundle to build,
-            // serialize and parse in JavaScript for the prelude to unwrap.
-            "search-resources" => {
-                let resource_type = text(0)?;
-                let pairs = query_pairs(text(1)?.as_bytes());
-                let query = search_query(&resource_type, pairs, false)?;
-                let result = store.search(tenant, &query).await?;
-                Ok(Value::Array(
-                    result
-                        .resources
-                        .into_iter()
-                        .filter_map(|stored| stored.resource)
-                        .collect(),
-                ))
             }
             "create" => {
                 let mut resource = arg(0);
@@ -231,7 +225,8 @@ impl StoreHost {
             }
             "batch" => process_bundle(store, tenant, access, arg(0)).await,
             other => Err(OperationError::invalid(format!("medplum.{other} is not supported"))),
-        }
+        }?;
+        Ok(fhirop::format::json_text(&value))
     }
 }
 
@@ -273,7 +268,8 @@ impl StoreHost {
     /// `medplum.get/post/put/delete` on this server's own URLs, answered in process: REST
     /// paths by the store calls above, `$operation` paths by the operation itself (its
     /// binding, validation and access rules included).
-    async fn http(&self, method: &str, url: &str, body: Value) -> Result<Value, OperationError> {
+    /// The answer's JSON text, as [`StoreHost::dispatch`] gives it.
+    async fn http(&self, method: &str, url: &str, body: Value) -> Result<String, OperationError> {
         let HostSpec { base_url, .. } = &self.spec;
         let relative = url.strip_prefix(base_url.as_str()).unwrap_or(url);
         if relative.contains("://") {
@@ -284,7 +280,9 @@ impl StoreHost {
         let (path, query) = relative.split_once('?').unwrap_or((relative, ""));
         let segments: Vec<&str> = path.split('/').filter(|segment| !segment.is_empty()).collect();
         if segments.last().is_some_and(|segment| segment.starts_with('$')) {
-            return self.operation(method, &segments, query, body).await;
+            return Ok(fhirop::format::json_text(
+                &self.operation(method, &segments, query, body).await?,
+            ));
         }
         let (call, args) = match (method, segments.as_slice()) {
             ("GET", [resource_type]) => ("search", serde_json::json!([resource_type, query])),
@@ -414,7 +412,7 @@ impl StoreHost {
 }
 
 impl Host for StoreHost {
-    fn call(&self, method: &str, args: Value) -> Result<Value, (String, Value)> {
+    fn call(&self, method: &str, args: Value) -> Result<String, (String, Value)> {
         block_on_store(self.dispatch(method, args)).map_err(|error| {
             let message = error
                 .outcome

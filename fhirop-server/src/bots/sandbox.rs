@@ -82,8 +82,9 @@ impl std::fmt::Display for BotError {
 
 /// What a Bot may ask of the host: `medplum` calls and `console` output.
 pub trait Host {
-    /// Runs a `medplum` method; `Err` carries the message and the OperationOutcome JSON.
-    fn call(&self, method: &str, args: serde_json::Value) -> Result<serde_json::Value, (String, serde_json::Value)>;
+    /// Runs a `medplum` method: `Ok` is its value's JSON text, `Err` carries the message and
+    /// the OperationOutcome JSON.
+    fn call(&self, method: &str, args: serde_json::Value) -> Result<String, (String, serde_json::Value)>;
 
     /// Records a `console` line.
     fn log(&self, level: &str, text: String);
@@ -360,7 +361,7 @@ pub struct RecordingHost {
 }
 
 impl Host for RecordingHost {
-    fn call(&self, method: &str, _args: serde_json::Value) -> Result<serde_json::Value, (String, serde_json::Value)> {
+    fn call(&self, method: &str, _args: serde_json::Value) -> Result<String, (String, serde_json::Value)> {
         Err((
             format!("medplum.{method} is not available here"),
             serde_json::Value::Null,

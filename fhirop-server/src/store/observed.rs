@@ -77,6 +77,14 @@ impl ResourceStore for ObservedStore {
         self.inner.search(tenant, query)
     }
 
+    fn search_resources_json<'a>(
+        &'a self,
+        tenant: &'a str,
+        query: &'a SearchQuery,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        self.inner.search_resources_json(tenant, query)
+    }
+
     fn referencing<'a>(
         &'a self,
         tenant: &'a str,
