@@ -4,6 +4,7 @@
 
 pub mod audit;
 mod bridge;
+pub mod event;
 mod heap;
 pub mod host;
 pub mod operation;
@@ -26,6 +27,7 @@ use fhirop::store::{ReadResult, SearchQuery, StoreHandle, Write};
 use serde_json::Value;
 
 use audit::{AuditWriter, ExecutionRecord};
+use event::BotEvent;
 use host::HostSpec;
 use pool::BotPool;
 use sandbox::BotError;
@@ -285,7 +287,7 @@ impl Bots {
         &self,
         tenant: &str,
         id: &str,
-        mut event: Value,
+        mut event: BotEvent,
         base_url: &str,
         requester: Option<String>,
         caller_access: Access,
@@ -294,8 +296,11 @@ impl Bots {
         // Medplum's runAsUser: the Bot acts as its caller instead of as itself.
         let run_as_user = bot.get("runAsUser").and_then(Value::as_bool).unwrap_or(false);
         let access = if run_as_user { caller_access } else { bot_access };
-        event["bot"] = serde_json::json!({"reference": format!("Bot/{id}"), "display": bot.get("name").cloned().unwrap_or(Value::Null)});
-        event["secrets"] = secrets_of(&bot);
+        event.set(
+            "bot",
+            &serde_json::json!({"reference": format!("Bot/{id}"), "display": bot.get("name").cloned().unwrap_or(Value::Null)}),
+        );
+        event.set("secrets", &secrets_of(&bot));
         let timeout = bot
             .get("timeout")
             .and_then(Value::as_u64)
@@ -310,10 +315,7 @@ impl Bots {
             limits: self.limits,
         };
         let started = (SystemTime::now(), Instant::now());
-        let execution = self
-            .pool
-            .run(bytecode, fhirop::format::json_text(&event), host, timeout)
-            .await?;
+        let execution = self.pool.run(bytecode, event.to_json(), host, timeout).await?;
         let (succeeded, error, value) = match execution.value {
             Ok(value) => (true, None, Some(value)),
             Err(error) => (false, Some(error), None),

@@ -15,6 +15,7 @@ use fhirop::types::{BoundParams, ParamKind, ParamValue};
 use serde_json::{Map, Value, json};
 
 use super::Bots;
+use super::event::BotEvent;
 use super::output::bot_output;
 
 /// The handler of an operation implemented by `Bot/{bot}`.
@@ -33,15 +34,11 @@ async fn invoke(
     let OperationCall { context, params, body } = call;
     let tenant = context.tenant();
     let mut event = event_base(&context, &params);
-    let body_json = match body.filter(|body| !body.is_empty()) {
-        Some(body) => serde_json::from_slice(&body).unwrap_or(Value::Null),
-        None => Value::Null,
-    };
-    let mut input = if context.method() == Method::GET {
-        query_object(&context)
+    if context.method() == Method::GET {
+        event.set("input", &query_object(&context));
     } else {
-        body_json
-    };
+        event.set_body("input", body.as_deref().unwrap_or_default());
+    }
     if context.level() == Level::Instance
         && let (Some(resource_type), Some(id)) = (context.resource_type(), context.id())
     {
@@ -56,15 +53,14 @@ async fn invoke(
         };
         let resource = target.resource.unwrap_or(Value::Null);
         // An instance call without a body hands the Bot the target resource as its input.
-        if input.is_null() || input.as_object().is_some_and(Map::is_empty) {
-            input = resource.clone();
+        if event.is_empty("input") {
+            event.set("input", &resource);
         }
-        event["resource"] = resource;
+        event.set("resource", &resource);
     }
-    event["input"] = input;
     let requester = context.caller().map(|caller| caller.reference);
     if let Some(requester) = &requester {
-        event["requester"] = json!({ "reference": requester });
+        event.set("requester", &json!({ "reference": requester }));
     }
     let result = bots
         .execute(
@@ -81,7 +77,7 @@ async fn invoke(
 
 /// `event` without `input`: what Medplum passes, headers without credentials, and the
 /// validated parameters.
-pub fn event_base(context: &OperationContext, params: &BoundParams) -> Value {
+pub fn event_base(context: &OperationContext, params: &BoundParams) -> BotEvent {
     let headers: Map<String, Value> = context
         .headers()
         .iter()
@@ -100,12 +96,15 @@ pub fn event_base(context: &OperationContext, params: &BoundParams) -> Value {
         .and_then(|value| value.to_str().ok())
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let definition = context.definition();
-    json!({
-        "contentType": content_type,
-        "headers": headers,
-        "traceId": trace_id,
-        "parameters": typed_parameters(&definition.inputs().collect::<Vec<_>>(), params),
-    })
+    let mut event = BotEvent::default();
+    event.set("contentType", &content_type);
+    event.set("headers", &headers);
+    event.set("traceId", &trace_id);
+    event.set(
+        "parameters",
+        &typed_parameters(&definition.inputs().collect::<Vec<_>>(), params),
+    );
+    event
 }
 
 /// The query string as an object: a string per parameter, an array of strings when repeated.

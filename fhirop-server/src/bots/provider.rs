@@ -105,7 +105,7 @@ impl BotProvider {
             }
         };
         let mut event = event_base(&context, &Default::default());
-        event["input"] = if context.method() == fhirop::actix_web::http::Method::GET {
+        let input = if context.method() == fhirop::actix_web::http::Method::GET {
             // What locates the Bot and what shapes the response are not the Bot's input.
             let mut query = query_object(&context);
             if let Value::Object(members) = &mut query {
@@ -120,6 +120,7 @@ impl BotProvider {
         } else {
             body_json(&body)?
         };
+        event.set("input", &input);
         let requester = context.caller().map(|caller| caller.reference);
         let result = self
             .bots
