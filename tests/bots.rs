@@ -1510,7 +1510,8 @@ fn recorded_kinds(events: &[Value]) -> Vec<&'static str> {
         .map(
             |event| match (event["outcome"].as_str(), event["outcomeDesc"].as_str()) {
                 (Some("4"), _) => "error",
-                (_, Some("")) | (_, None) => "quiet",
+                // A quiet run has no description at all (FHIR strings are never empty).
+                (_, None) => "quiet",
                 _ => "output",
             },
         )

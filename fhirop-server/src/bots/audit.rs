@@ -50,7 +50,7 @@ impl ExecutionRecord {
             }
             description.push_str(error);
         }
-        json!({
+        let mut event = json!({
             "resourceType": "AuditEvent",
             "id": crate::store::new_id(),
             "type": {"system": "https://medplum.com/CodeSystem/medplum", "code": "execute", "display": "Bot execution"},
@@ -58,7 +58,6 @@ impl ExecutionRecord {
             "recorded": self.end,
             // 0 success, 4 minor failure (the Bot's error), as Medplum records them.
             "outcome": if self.succeeded { "0" } else { "4" },
-            "outcomeDesc": description,
             "agent": [{
                 "who": {"reference": self.requester.clone().unwrap_or_else(|| self.bot.clone())},
                 "requestor": true,
@@ -68,7 +67,12 @@ impl ExecutionRecord {
                 "what": {"reference": self.bot},
                 "detail": [{"type": "durationMs", "valueString": self.duration_ms.to_string()}],
             }],
-        })
+        });
+        // A quiet success has no description: FHIR strings are never empty.
+        if !description.is_empty() {
+            event["outcomeDesc"] = Value::String(description);
+        }
+        event
     }
 }
 
