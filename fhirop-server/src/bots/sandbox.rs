@@ -175,7 +175,10 @@ impl Engine {
         runtime.set_interrupt_handler(Some(Box::new(move || {
             watched.get().is_some_and(|deadline| Instant::now() >= deadline)
         })));
-        let prelude = compile_in(&runtime, "prelude.js", PRELUDE.to_owned())?;
+        // Compiled in a runtime of its own: the compiler's garbage would otherwise lie in the
+        // region below the template's live objects, and every restore would copy it (two
+        // thirds of the image).
+        let prelude = compile_in(&Runtime::new().map_err(engine_error)?, "prelude.js", PRELUDE.to_owned())?;
         let template = Context::custom::<BotIntrinsics>(&runtime).map_err(engine_error)?;
         template.with(|ctx| {
             let caught = |error: CaughtError<'_>| BotError::Engine(format!("the prelude failed: {error}"));
@@ -483,6 +486,15 @@ mod tests {
             engine.run(&probe, "{}", host(), second).unwrap(),
             r#"[null,1,"{\"a\":1}","function","function"]"#
         );
+    }
+
+    #[test]
+    fn the_template_image_holds_no_compiler_garbage() {
+        // Every execution copies the image back. Compiling the prelude in the region left
+        // 311 KiB there, two thirds of it freed blocks of the compiler's context; the live
+        // objects of the template take about 110 KiB and their blocks about 190 KiB.
+        let engine = Engine::new(SandboxLimits::default()).unwrap();
+        assert!(engine.template_size() < 224 * 1024, "{} bytes", engine.template_size());
     }
 
     #[test]
