@@ -1072,6 +1072,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_long_list_condition_holds_from_exactly_that_many_index_rows() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        patients(&store, 10, |_| "Same").await;
+        let compiled = compile("Patient", &[("family".into(), "same".into())], true).unwrap();
+        for (rows, holds) in [(9, true), (10, true), (11, false), (1, true)] {
+            let (condition, values) = compiled.has_index_rows("t", "Patient", rows).unwrap();
+            let row = bind_all(
+                sqlx::query(AssertSqlSafe(format!("SELECT {condition} AS holds"))),
+                &values,
+            )
+            .fetch_one(&mut *store.lease().await.unwrap())
+            .await
+            .unwrap();
+            assert_eq!(row.get::<bool, _>("holds"), holds, "{rows} rows");
+        }
+    }
+
+    #[tokio::test]
     async fn resources_as_json_are_the_page_search_finds_in_its_order() {
         let store = SqliteStore::in_memory().await.unwrap();
         // Walked (300 of 600 match) and listed (a short id list) pages alike.
