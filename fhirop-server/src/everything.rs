@@ -198,13 +198,13 @@ async fn collect_patient(
     filter: &Filter,
     collected: &mut Vec<(StoredResource, &'static str)>,
 ) -> Result<(), OperationError> {
-    let mut seen: HashSet<(String, String)> = collected
+    let mut seen: HashSet<String> = collected
         .iter()
-        .map(|(stored, _)| (stored.resource_type.clone(), stored.id.clone()))
+        .map(|(stored, _)| reference_key(&stored.resource_type, &stored.id))
         .collect();
     let patient_id = patient.id.clone();
     let patient_reference = format!("Patient/{patient_id}");
-    seen.insert(("Patient".into(), patient.id.clone()));
+    seen.insert(patient_reference.clone());
     // The patient itself is always returned, whatever _type and _since say.
     collected.push((patient, "match"));
     let members_start = collected.len();
@@ -219,7 +219,7 @@ async fn collect_patient(
                 since.is_none_or(|since| date_range(&stored.last_updated).is_some_and(|(updated, _)| updated >= since));
             if filter.admits_type(&stored.resource_type)
                 && updated_since
-                && seen.insert((stored.resource_type.clone(), stored.id.clone()))
+                && seen.insert(reference_key(&stored.resource_type, &stored.id))
             {
                 collected.push((stored, "match"));
             }
@@ -237,7 +237,7 @@ async fn collect_by_search(
     tenant: &str,
     patient_reference: &str,
     filter: &Filter,
-    seen: &mut HashSet<(String, String)>,
+    seen: &mut HashSet<String>,
     collected: &mut Vec<(StoredResource, &'static str)>,
 ) -> Result<(), OperationError> {
     for (resource_type, params) in PATIENT_COMPARTMENT {
@@ -251,7 +251,7 @@ async fn collect_by_search(
             let mut search_params = vec![((*param).to_owned(), patient_reference.to_owned())];
             search_params.extend(filter.search_params(store, resource_type));
             for stored in all_of(store, tenant, resource_type, search_params).await? {
-                if seen.insert((stored.resource_type.clone(), stored.id.clone())) {
+                if seen.insert(reference_key(&stored.resource_type, &stored.id)) {
                     collected.push((stored, "match"));
                 }
             }
@@ -267,26 +267,22 @@ async fn include_referenced(
     tenant: &str,
     filter: &Filter,
     members_start: usize,
-    seen: &mut HashSet<(String, String)>,
+    seen: &mut HashSet<String>,
     collected: &mut Vec<(StoredResource, &'static str)>,
 ) -> Result<(), OperationError> {
     let mut references: VecDeque<String> = VecDeque::new();
     for (stored, _) in &collected[members_start - 1..] {
         if let Some(resource) = &stored.resource {
-            references_in(resource, &mut references);
+            references_in(resource, seen, &mut references);
         }
     }
     while let Some(reference) = references.pop_front() {
         let Some((resource_type, id)) = reference.split_once('/') else {
             continue;
         };
-        if id.contains('/')
-            || !filter.admits_type(resource_type)
-            || seen.contains(&(resource_type.to_owned(), id.to_owned()))
-        {
+        if !filter.admits_type(resource_type) {
             continue;
         }
-        seen.insert((resource_type.to_owned(), id.to_owned()));
         if let ReadResult::Found(stored) = store.read(tenant, resource_type, id).await? {
             collected.push((stored, "include"));
         }
@@ -294,22 +290,61 @@ async fn include_referenced(
     Ok(())
 }
 
-/// Pushes every relative `Type/id` reference in `value`.
-fn references_in(value: &Value, references: &mut VecDeque<String>) {
+/// `Type/id`: how `seen` names a resource, the way relative references do.
+fn reference_key(resource_type: &str, id: &str) -> String {
+    format!("{resource_type}/{id}")
+}
+
+/// Pushes every relative `Type/id` reference in `value` that is not in `seen` yet, and adds
+/// it there: every compartment member references its patient, which is looked up once
+/// rather than once per member.
+fn references_in(value: &Value, seen: &mut HashSet<String>, references: &mut VecDeque<String>) {
     match value {
         Value::Object(members) => {
             for (key, member) in members {
                 match member {
                     Value::String(reference) if key == "reference" => {
-                        if reference.split('/').count() == 2 && !reference.contains(':') {
+                        if reference.split('/').count() == 2
+                            && !reference.contains(':')
+                            && !seen.contains(reference.as_str())
+                        {
+                            seen.insert(reference.clone());
                             references.push_back(reference.clone());
                         }
                     }
-                    other => references_in(other, references),
+                    other => references_in(other, seen, references),
                 }
             }
         }
-        Value::Array(items) => items.iter().for_each(|item| references_in(item, references)),
+        Value::Array(items) => items.iter().for_each(|item| references_in(item, seen, references)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn each_relative_reference_is_collected_once_and_known_ones_not_at_all() {
+        let mut seen: HashSet<String> = [reference_key("Patient", "p1")].into_iter().collect();
+        let mut references = VecDeque::new();
+        let observations = [
+            json!({"resourceType": "Observation", "subject": {"reference": "Patient/p1"},
+                   "performer": [{"reference": "Practitioner/d1"}, {"reference": "Organization/o1"}]}),
+            json!({"resourceType": "Observation", "subject": {"reference": "Patient/p1"},
+                   "performer": [{"reference": "Practitioner/d1"}],
+                   "basedOn": [{"reference": "https://other.example/fhir/ServiceRequest/s1"},
+                               {"reference": "ServiceRequest/s1/_history/2"}]}),
+        ];
+        for observation in &observations {
+            references_in(observation, &mut seen, &mut references);
+        }
+        assert_eq!(
+            references.into_iter().collect::<Vec<_>>(),
+            ["Practitioner/d1", "Organization/o1"]
+        );
+        assert!(seen.contains("Practitioner/d1") && seen.contains("Organization/o1"));
     }
 }
