@@ -297,22 +297,32 @@ pub fn parse_json_object(body: &[u8]) -> Result<Value, OperationError> {
     parse_json_object_within(body, MAX_JSON_DEPTH)
 }
 
-/// Parses a request body as a JSON object, refusing nesting deeper than `max_depth` before
-/// the parser sees it.
+/// Parses a request body as a JSON object, refusing nesting deeper than `max_depth`.
+///
+/// The depth is counted while the tree is built, in the parser's one pass over the body: a
+/// separate scan before parsing cost as much as a small body's parse.
 pub fn parse_json_object_within(body: &[u8], max_depth: usize) -> Result<Value, OperationError> {
-    if nesting_depth(body) > max_depth {
-        return Err(OperationError::new(
-            StatusCode::BAD_REQUEST,
-            IssueType::Structure,
-            format!("the JSON body is nested deeper than {max_depth} levels"),
-        ));
-    }
-    match serde_json::from_slice::<Value>(body) {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let too_deep = std::cell::Cell::new(false);
+    let parsed = serde::de::DeserializeSeed::deserialize(
+        DepthLimited {
+            levels_left: max_depth,
+            too_deep: &too_deep,
+        },
+        &mut deserializer,
+    )
+    .and_then(|value| deserializer.end().map(|()| value));
+    match parsed {
         Ok(value @ Value::Object(_)) => Ok(value),
         Ok(_) => Err(OperationError::new(
             StatusCode::BAD_REQUEST,
             IssueType::Structure,
             "the body must be a JSON object (a FHIR resource)",
+        )),
+        Err(_) if too_deep.get() => Err(OperationError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Structure,
+            format!("the JSON body is nested deeper than {max_depth} levels"),
         )),
         Err(error) => Err(OperationError::new(
             StatusCode::BAD_REQUEST,
@@ -322,35 +332,113 @@ pub fn parse_json_object_within(body: &[u8], max_depth: usize) -> Result<Value, 
     }
 }
 
-/// The deepest nesting of arrays and objects, ignoring brackets inside strings.
-fn nesting_depth(json: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &byte in json {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+/// The member name under which serde_json passes a number's text to a visitor when its
+/// `arbitrary_precision` feature is on (a test below pins it).
+const ARBITRARY_PRECISION_NUMBER: &str = "$serde_json::private::Number";
+
+/// Deserializes a JSON `Value` with at most `levels_left` levels of arrays and objects,
+/// recording in `too_deep` that it refused a deeper one.
+#[derive(Clone, Copy)]
+struct DepthLimited<'a> {
+    levels_left: usize,
+    too_deep: &'a std::cell::Cell<bool>,
+}
+
+impl DepthLimited<'_> {
+    /// The seed for the members of an array or object this seed opens.
+    fn enter<E: serde::de::Error>(self) -> Result<Self, E> {
+        match self.levels_left.checked_sub(1) {
+            Some(levels_left) => Ok(DepthLimited { levels_left, ..self }),
+            None => {
+                self.too_deep.set(true);
+                Err(E::custom("the JSON body is nested too deeply"))
             }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
         }
     }
-    deepest
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for DepthLimited<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for DepthLimited<'_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        // JSON text has no NaN or infinity, so every number it holds is a JSON number.
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let inner = self.enter()?;
+        let mut values = Vec::with_capacity(items.size_hint().unwrap_or(0));
+        while let Some(value) = items.next_element_seed(inner)? {
+            values.push(value);
+        }
+        Ok(Value::Array(values))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
+        let Some(first) = members.next_key::<String>()? else {
+            return Ok(Value::Object(serde_json::Map::new()));
+        };
+        // With `arbitrary_precision` (which keeps decimals exactly as written) serde_json
+        // hands a number over as a one-member map under this key, holding the number's text.
+        if first == ARBITRARY_PRECISION_NUMBER {
+            let text: String = members.next_value()?;
+            return text
+                .parse::<serde_json::Number>()
+                .map(Value::Number)
+                .map_err(serde::de::Error::custom);
+        }
+        let inner = self.enter()?;
+        let mut object = serde_json::Map::new();
+        let value = members.next_value_seed(inner)?;
+        object.insert(first, value);
+        while let Some(key) = members.next_key::<String>()? {
+            let value = members.next_value_seed(inner)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn accept_with_q_values() {
@@ -370,12 +458,61 @@ mod tests {
     }
 
     #[test]
-    fn depth_ignores_strings() {
-        assert_eq!(nesting_depth(br#"{"a":[{"b":"[[[[{{{"}]}"#), 3);
+    fn depth_counts_arrays_and_objects_not_brackets_in_strings() {
+        let nested = |levels: usize| {
+            format!(
+                "{{\"a\":{}\"[[{{{{\"{}}}",
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            )
+        };
+        assert_eq!(
+            parse_json_object_within(nested(3).as_bytes(), 3).unwrap(),
+            json!({"a": [["[[{{"]]})
+        );
+        let error = parse_json_object_within(nested(4).as_bytes(), 3).unwrap_err();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.outcome.issues[0].code, IssueType::Structure);
+        assert_eq!(
+            error.outcome.issues[0].diagnostics.as_deref(),
+            Some("the JSON body is nested deeper than 3 levels")
+        );
         let deep = "[".repeat(MAX_JSON_DEPTH + 1) + &"]".repeat(MAX_JSON_DEPTH + 1);
         assert_eq!(
             parse_json_object(deep.as_bytes()).unwrap_err().outcome.issues[0].code,
             IssueType::Structure
+        );
+    }
+
+    #[test]
+    fn the_parse_keeps_member_order_numbers_and_rejects_what_follows_the_object() {
+        let text = r#"{"z":1,"a":-2,"m":1.50,"big":18446744073709551615,"n":null,"t":true,"s":"\u00e9"}"#;
+        let parsed = parse_json_object(text.as_bytes()).unwrap();
+        assert_eq!(parsed, serde_json::from_str::<Value>(text).unwrap());
+        assert_eq!(
+            json_text(&parsed),
+            text.replace("\\u00e9", "é"),
+            "decimals keep their written precision"
+        );
+        assert_eq!(
+            parsed.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["z", "a", "m", "big", "n", "t", "s"]
+        );
+        let trailing = parse_json_object(b"{} {}").unwrap_err();
+        assert!(
+            trailing.outcome.issues[0]
+                .diagnostics
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("the body is not valid JSON: trailing characters"),
+            "{:?}",
+            trailing.outcome.issues[0].diagnostics
+        );
+        assert_eq!(
+            parse_json_object(b"[1]").unwrap_err().outcome.issues[0]
+                .diagnostics
+                .as_deref(),
+            Some("the body must be a JSON object (a FHIR resource)")
         );
     }
 
