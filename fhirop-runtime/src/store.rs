@@ -103,6 +103,19 @@ pub enum Write {
         /// The resource, with its new `id` set.
         resource: Value,
     },
+    /// Create from JSON text the caller wrote itself: for writers that never hold the
+    /// resource as a tree (the AuditEvent of every Bot execution), which would otherwise build
+    /// one only for the store to serialize it. `json` is a compact JSON object whose first
+    /// members are `resourceType` and `id`, with these values, and that has no `meta` (the
+    /// store adds it). The result carries no stored resource: the caller has the text.
+    CreateJson {
+        /// `resourceType`
+        resource_type: String,
+        /// The new id.
+        id: String,
+        /// The resource.
+        json: String,
+    },
     /// Create or update with the given id.
     Update {
         /// The resource, with its `id`.
@@ -122,7 +135,8 @@ pub enum Write {
 /// The outcome of one write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteResult {
-    /// The stored version (for a delete: the deletion, or `None` when there was nothing).
+    /// The stored version (for a delete: the deletion, or `None` when there was nothing;
+    /// `None` for a [`Write::CreateJson`]).
     pub stored: Option<StoredResource>,
     /// Whether the write created the resource.
     pub created: bool,

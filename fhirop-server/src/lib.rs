@@ -221,10 +221,10 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
         input_limits,
     )?);
     let watcher = Arc::downgrade(&bots);
-    observed.listen(Box::new(move |tenant, stored| {
+    observed.listen(Box::new(move |tenant, resource_type, id| {
         let Some(bots) = watcher.upgrade() else { return };
-        match stored.resource_type.as_str() {
-            "Bot" => bots.forget(tenant, &stored.id),
+        match resource_type {
+            "Bot" => bots.forget(tenant, id),
             // What a Bot may do comes from its membership and policy.
             "ProjectMembership" | "AccessPolicy" => bots.forget_tenant(tenant),
             _ => {}

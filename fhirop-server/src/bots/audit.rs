@@ -8,7 +8,7 @@ use crossbeam_channel::{Receiver, Sender};
 use fhirop::store::{StoreHandle, Write};
 
 use super::host::block_on_store;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 /// How many AuditEvents one store transaction writes at most.
 const BATCH: usize = 256;
@@ -42,7 +42,9 @@ pub struct ExecutionRecord {
 }
 
 impl ExecutionRecord {
-    fn to_audit_event(&self) -> Value {
+    /// The AuditEvent as the JSON text [`Write::CreateJson`] takes (no `meta`; the store adds
+    /// it). Written from borrowed fields: a `Value` tree for it cost more than storing it.
+    fn to_audit_json(&self, id: &str) -> String {
         let mut description = self.log.join("\n");
         if let Some(error) = &self.error {
             if !description.is_empty() {
@@ -50,30 +52,103 @@ impl ExecutionRecord {
             }
             description.push_str(error);
         }
-        let mut event = json!({
-            "resourceType": "AuditEvent",
-            "id": crate::store::new_id(),
-            "type": {"system": "https://medplum.com/CodeSystem/medplum", "code": "execute", "display": "Bot execution"},
-            "period": {"start": self.start, "end": self.end},
-            "recorded": self.end,
+        let bot = Reference { reference: &self.bot };
+        let duration = self.duration_ms.to_string();
+        let event = AuditEventJson {
+            resource_type: "AuditEvent",
+            id,
+            event_type: Coding {
+                system: "https://medplum.com/CodeSystem/medplum",
+                code: "execute",
+                display: "Bot execution",
+            },
+            period: Period {
+                start: &self.start,
+                end: &self.end,
+            },
+            recorded: &self.end,
             // 0 success, 4 minor failure (the Bot's error), as Medplum records them.
-            "outcome": if self.succeeded { "0" } else { "4" },
-            "agent": [{
-                "who": {"reference": self.requester.clone().unwrap_or_else(|| self.bot.clone())},
-                "requestor": true,
+            outcome: if self.succeeded { "0" } else { "4" },
+            // A quiet success has no description: FHIR strings are never empty.
+            outcome_desc: Some(description.as_str()).filter(|description| !description.is_empty()),
+            agent: [Agent {
+                who: Reference {
+                    reference: self.requester.as_deref().unwrap_or(&self.bot),
+                },
+                requestor: true,
             }],
-            "source": {"observer": {"reference": self.bot}},
-            "entity": [{
-                "what": {"reference": self.bot},
-                "detail": [{"type": "durationMs", "valueString": self.duration_ms.to_string()}],
+            source: Source { observer: bot },
+            entity: [Entity {
+                what: bot,
+                detail: [Detail {
+                    detail_type: "durationMs",
+                    value_string: &duration,
+                }],
             }],
-        });
-        // A quiet success has no description: FHIR strings are never empty.
-        if !description.is_empty() {
-            event["outcomeDesc"] = Value::String(description);
-        }
-        event
+        };
+        // Every member is a string, a boolean or a struct of them: serialization cannot fail.
+        serde_json::to_string(&event).unwrap_or_default()
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditEventJson<'a> {
+    resource_type: &'static str,
+    id: &'a str,
+    #[serde(rename = "type")]
+    event_type: Coding,
+    period: Period<'a>,
+    recorded: &'a str,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome_desc: Option<&'a str>,
+    agent: [Agent<'a>; 1],
+    source: Source<'a>,
+    entity: [Entity<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Coding {
+    system: &'static str,
+    code: &'static str,
+    display: &'static str,
+}
+
+#[derive(Serialize)]
+struct Period<'a> {
+    start: &'a str,
+    end: &'a str,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Reference<'a> {
+    reference: &'a str,
+}
+
+#[derive(Serialize)]
+struct Agent<'a> {
+    who: Reference<'a>,
+    requestor: bool,
+}
+
+#[derive(Serialize)]
+struct Source<'a> {
+    observer: Reference<'a>,
+}
+
+#[derive(Serialize)]
+struct Entity<'a> {
+    what: Reference<'a>,
+    detail: [Detail<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Detail<'a> {
+    #[serde(rename = "type")]
+    detail_type: &'static str,
+    value_string: &'a str,
 }
 
 /// Queues AuditEvents for the background writer.
@@ -112,14 +187,70 @@ fn write_batches(store: StoreHandle, receiver: Receiver<ExecutionRecord>) {
         }
         let mut by_tenant: std::collections::HashMap<String, Vec<Write>> = std::collections::HashMap::new();
         for record in &batch {
-            by_tenant.entry(record.tenant.clone()).or_default().push(Write::Create {
-                resource: record.to_audit_event(),
-            });
+            let id = crate::store::new_id();
+            by_tenant
+                .entry(record.tenant.clone())
+                .or_default()
+                .push(Write::CreateJson {
+                    resource_type: "AuditEvent".into(),
+                    json: record.to_audit_json(&id),
+                    id,
+                });
         }
         for (tenant, writes) in by_tenant {
             if let Err(error) = block_on_store(async { Ok(store.transaction(&tenant, writes).await?) }) {
                 tracing::error!("AuditEvents could not be stored: {error}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn record(succeeded: bool, log: &[&str], error: Option<&str>) -> ExecutionRecord {
+        ExecutionRecord {
+            tenant: "t".into(),
+            bot: "Bot/b1".into(),
+            requester: Some("Patient/p1".into()),
+            start: "2026-12-02T10:00:00.000Z".into(),
+            end: "2026-12-02T10:00:00.004Z".into(),
+            succeeded,
+            error: error.map(str::to_owned),
+            log: log.iter().map(|line| (*line).to_owned()).collect(),
+            duration_ms: 4,
+        }
+    }
+
+    #[test]
+    fn the_audit_event_text_begins_with_type_and_id_and_omits_an_empty_description() {
+        let text = record(true, &[], None).to_audit_json("a1");
+        assert!(text.starts_with(r#"{"resourceType":"AuditEvent","id":"a1","#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&text).unwrap(),
+            json!({
+                "resourceType": "AuditEvent",
+                "id": "a1",
+                "type": {"system": "https://medplum.com/CodeSystem/medplum", "code": "execute", "display": "Bot execution"},
+                "period": {"start": "2026-12-02T10:00:00.000Z", "end": "2026-12-02T10:00:00.004Z"},
+                "recorded": "2026-12-02T10:00:00.004Z",
+                "outcome": "0",
+                "agent": [{"who": {"reference": "Patient/p1"}, "requestor": true}],
+                "source": {"observer": {"reference": "Bot/b1"}},
+                "entity": [{"what": {"reference": "Bot/b1"}, "detail": [{"type": "durationMs", "valueString": "4"}]}],
+            })
+        );
+    }
+
+    #[test]
+    fn a_failed_execution_records_its_console_and_error_escaped() {
+        let mut failed = record(false, &["line \"one\"", "two"], Some("Error: boom"));
+        failed.requester = None;
+        let event: Value = serde_json::from_str(&failed.to_audit_json("a2")).unwrap();
+        assert_eq!(event["outcome"], "4");
+        assert_eq!(event["outcomeDesc"], "line \"one\"\ntwo\nError: boom");
+        assert_eq!(event["agent"][0]["who"]["reference"], "Bot/b1");
     }
 }

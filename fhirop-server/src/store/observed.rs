@@ -9,7 +9,8 @@ use fhirop::store::{
 use futures_util::future::BoxFuture;
 
 /// Called with the tenant and each stored version (deletions included) after a commit.
-pub type WriteListener = Box<dyn Fn(&str, &StoredResource) + Send + Sync>;
+/// Told `(tenant, resource type, id)` of every resource a committed transaction wrote.
+pub type WriteListener = Box<dyn Fn(&str, &str, &str) + Send + Sync>;
 
 /// Forwards to a store and reports committed writes.
 pub struct ObservedStore {
@@ -105,11 +106,29 @@ impl ResourceStore for ObservedStore {
         writes: Vec<Write>,
     ) -> BoxFuture<'a, Result<Vec<WriteResult>, StoreError>> {
         Box::pin(async move {
+            // A create from JSON text has no stored resource in its result: its key is taken
+            // from the write.
+            let from_json: Vec<(String, String)> = writes
+                .iter()
+                .filter_map(|write| match write {
+                    Write::CreateJson { resource_type, id, .. } => Some((resource_type.clone(), id.clone())),
+                    _ => None,
+                })
+                .collect();
             let results = self.inner.transaction(tenant, writes).await?;
             if let Ok(listeners) = self.listeners.read() {
-                for stored in results.iter().filter_map(|result| result.stored.as_ref()) {
+                let written = results
+                    .iter()
+                    .filter_map(|result| result.stored.as_ref())
+                    .map(|stored| (stored.resource_type.as_str(), stored.id.as_str()))
+                    .chain(
+                        from_json
+                            .iter()
+                            .map(|(resource_type, id)| (resource_type.as_str(), id.as_str())),
+                    );
+                for (resource_type, id) in written {
                     for listener in listeners.iter() {
-                        listener(tenant, stored);
+                        listener(tenant, resource_type, id);
                     }
                 }
             }
@@ -123,5 +142,39 @@ impl ResourceStore for ObservedStore {
 
     fn search_params(&self, resource_type: &str) -> Vec<(&'static str, &'static str)> {
         self.inner.search_params(resource_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn listeners_hear_of_every_resource_written_from_a_tree_or_from_text() {
+        let inner = Arc::new(crate::store::sqlite::SqliteStore::in_memory().await.unwrap());
+        let store = ObservedStore::new(inner);
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let log = heard.clone();
+        store.listen(Box::new(move |tenant, resource_type, id| {
+            log.lock().unwrap().push(format!("{tenant} {resource_type}/{id}"));
+        }));
+        let writes = vec![
+            Write::Create {
+                resource: serde_json::json!({"resourceType": "Bot", "id": "b1"}),
+            },
+            Write::CreateJson {
+                resource_type: "AccessPolicy".into(),
+                id: "a1".into(),
+                json: r#"{"resourceType":"AccessPolicy","id":"a1"}"#.into(),
+            },
+            // Nothing to delete: nothing written, nothing heard.
+            Write::Delete {
+                resource_type: "Bot".into(),
+                id: "missing".into(),
+            },
+        ];
+        store.transaction("t", writes).await.unwrap();
+        assert_eq!(*heard.lock().unwrap(), ["t Bot/b1", "t AccessPolicy/a1"]);
     }
 }

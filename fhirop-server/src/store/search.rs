@@ -141,6 +141,77 @@ pub fn index_values(resource_type: &str, resource: &Value) -> Vec<(&'static str,
     rows
 }
 
+/// Every index row of a resource given as JSON text, which this also checks is one JSON
+/// object. Only the members the type's parameters start from are read into a tree; the
+/// parser skips the others without building them.
+pub fn index_values_of_json(
+    resource_type: &str,
+    json: &str,
+) -> Result<Vec<(&'static str, IndexValue)>, serde_json::Error> {
+    // A reference parameter that keeps only references to one type (`patient`: Patient)
+    // indexes nothing from a text that never names that type (a Bot's AuditEvent, mostly).
+    let may_index = |param: &SearchParam| match (param.kind, implied_target(param.name)) {
+        (SearchParamType::Reference, Some(target)) => json.contains(&format!("{target}/")),
+        _ => true,
+    };
+    let starts: Vec<&str> = params_of(resource_type)
+        .filter(|param| may_index(param))
+        .flat_map(|param| param.paths.iter())
+        .map(|path| path.split('.').next().unwrap_or(path))
+        .collect();
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let indexed = serde::de::DeserializeSeed::deserialize(IndexedMembers { starts: &starts }, &mut deserializer)?;
+    deserializer.end()?;
+    if starts.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(index_values(resource_type, &indexed))
+}
+
+/// The members of a JSON object some path starts from (as `values_at` matches a path's first
+/// segment: by name, or as a choice element's prefix).
+struct IndexedMembers<'a> {
+    starts: &'a [&'a str],
+}
+
+impl IndexedMembers<'_> {
+    fn wants(&self, name: &str) -> bool {
+        self.starts.iter().any(|start| {
+            name.strip_prefix(start)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_uppercase()))
+        })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for IndexedMembers<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for IndexedMembers<'_> {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a resource as a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
+        let mut kept = serde_json::Map::new();
+        while let Some(name) = members.next_key::<String>()? {
+            if self.wants(&name) {
+                let value = members.next_value::<Value>()?;
+                kept.insert(name, value);
+            } else {
+                members.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(Value::Object(kept))
+    }
+}
+
 fn token_values(value: &Value) -> Vec<IndexValue> {
     let token = |system: Option<&Value>, code: Option<&Value>| {
         code.and_then(Value::as_str).map(|code| IndexValue::Token {

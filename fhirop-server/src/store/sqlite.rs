@@ -20,7 +20,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection};
 
 use super::connections::{Connections, Lease};
-use super::search::{CompiledSearch, IndexForm, IndexValue, SqlValue, compile, index_table, index_values, params_of};
+use super::search::{
+    CompiledSearch, IndexForm, IndexValue, SqlValue, compile, index_table, index_values, index_values_of_json,
+    params_of,
+};
 
 /// The schema. Every row carries its tenant, so tenants share the tables and never the rows.
 ///
@@ -655,38 +658,111 @@ fn resource_key(resource: &Value) -> Result<(String, String), StoreError> {
     Ok((resource_type.to_owned(), id.to_owned()))
 }
 
+/// A create, from a tree or from the caller's JSON text.
+enum Creation {
+    Tree(Value),
+    Json {
+        resource_type: String,
+        id: String,
+        json: String,
+    },
+}
+
 /// Stores consecutive creates together (they read nothing, so nothing between them can
 /// depend on another's effect) and appends their results.
 async fn create_all(
     connection: &mut SqliteConnection,
     tenant: &str,
-    resources: &mut Vec<Value>,
+    creations: &mut Vec<Creation>,
     time: &(String, i64),
     results: &mut Vec<WriteResult>,
 ) -> Result<(), StoreError> {
-    if resources.is_empty() {
+    if creations.is_empty() {
         return Ok(());
     }
-    let mut versions = Vec::with_capacity(resources.len());
-    for resource in resources.iter_mut() {
-        let (resource_type, id) = resource_key(resource)?;
-        stamp(resource, tenant, &id, 1, &time.0);
-        versions.push(VersionRow::new(resource_type, id, 1, Some(resource)));
+    let mut versions = Vec::with_capacity(creations.len());
+    for creation in creations.iter_mut() {
+        versions.push(match creation {
+            Creation::Tree(resource) => {
+                let (resource_type, id) = resource_key(resource)?;
+                stamp(resource, tenant, &id, 1, &time.0);
+                VersionRow::new(resource_type, id, 1, Some(resource))
+            }
+            Creation::Json {
+                resource_type,
+                id,
+                json,
+            } => {
+                let index = index_values_of_json(resource_type, json)
+                    .map_err(|error| StoreError::Invalid(format!("a resource to store is not JSON: {error}")))?;
+                let body = stamp_json(json, resource_type, id, tenant, 1, &time.0)?;
+                VersionRow {
+                    resource_type: std::mem::take(resource_type),
+                    id: std::mem::take(id),
+                    version: 1,
+                    body: Some(body),
+                    index,
+                }
+            }
+        });
     }
     write_versions(connection, tenant, &versions, time, Lineage::First).await?;
-    for (version, resource) in versions.into_iter().zip(resources.drain(..)) {
+    for (version, creation) in versions.into_iter().zip(creations.drain(..)) {
         results.push(WriteResult {
-            stored: Some(StoredResource {
-                resource_type: version.resource_type,
-                id: version.id,
-                version_id: 1,
-                last_updated: time.0.clone(),
-                resource: Some(resource),
-            }),
+            stored: match creation {
+                Creation::Tree(resource) => Some(StoredResource {
+                    resource_type: version.resource_type,
+                    id: version.id,
+                    version_id: 1,
+                    last_updated: time.0.clone(),
+                    resource: Some(resource),
+                }),
+                Creation::Json { .. } => None,
+            },
             created: true,
         });
     }
     Ok(())
+}
+
+/// `json` (see [`Write::CreateJson`], checked to be JSON by [`index_values_of_json`]) with
+/// the `meta` [`stamp`] gives a tree, in the same place: after `resourceType` and `id`.
+fn stamp_json(
+    json: &str,
+    resource_type: &str,
+    id: &str,
+    tenant: &str,
+    version: u64,
+    last_updated: &str,
+) -> Result<String, StoreError> {
+    let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    let head = format!(r#"{{"resourceType":{},"id":{}"#, quoted(resource_type), quoted(id));
+    let rest = json
+        .strip_prefix(&head)
+        .filter(|rest| rest.starts_with([',', '}']))
+        .ok_or_else(|| {
+            StoreError::Invalid(format!(
+                "a resource given as JSON must begin with its resourceType {resource_type} and id {id}"
+            ))
+        })?;
+    Ok(format!(
+        r#"{head},"meta":{{"versionId":"{version}","lastUpdated":{},"project":{}}}{rest}"#,
+        quoted(last_updated),
+        quoted(tenant)
+    ))
+}
+
+async fn create_one(
+    connection: &mut SqliteConnection,
+    tenant: &str,
+    creation: Creation,
+    time: &(String, i64),
+) -> Result<WriteResult, StoreError> {
+    let mut results = Vec::with_capacity(1);
+    create_all(connection, tenant, &mut vec![creation], time, &mut results).await?;
+    results
+        .pop()
+        .ok_or_else(|| StoreError::Database("a create produced no result".into()))
 }
 
 /// Applies an update or a deletion (creates go through [`create_all`]).
@@ -697,13 +773,23 @@ async fn apply(
     time: &(String, i64),
 ) -> Result<WriteResult, StoreError> {
     match write {
-        Write::Create { resource } => {
-            let mut resources = vec![resource];
-            let mut results = Vec::with_capacity(1);
-            create_all(connection, tenant, &mut resources, time, &mut results).await?;
-            results
-                .pop()
-                .ok_or_else(|| StoreError::Database("a create produced no result".into()))
+        Write::Create { resource } => create_one(connection, tenant, Creation::Tree(resource), time).await,
+        Write::CreateJson {
+            resource_type,
+            id,
+            json,
+        } => {
+            create_one(
+                connection,
+                tenant,
+                Creation::Json {
+                    resource_type,
+                    id,
+                    json,
+                },
+                time,
+            )
+            .await
         }
         Write::Update { mut resource, if_match } => {
             let (resource_type, id) = resource_key(&resource)?;
@@ -940,7 +1026,16 @@ impl ResourceStore for SqliteStore {
             let mut creates = Vec::new();
             for write in writes {
                 match write {
-                    Write::Create { resource } => creates.push(resource),
+                    Write::Create { resource } => creates.push(Creation::Tree(resource)),
+                    Write::CreateJson {
+                        resource_type,
+                        id,
+                        json,
+                    } => creates.push(Creation::Json {
+                        resource_type,
+                        id,
+                        json,
+                    }),
                     other => {
                         create_all(&mut transaction, tenant, &mut creates, &time, &mut results).await?;
                         results.push(apply(&mut transaction, tenant, other, &time).await?);
@@ -1310,6 +1405,132 @@ mod tests {
     }
 
     /// An in-memory store holding `Patient/{id}` in tenant `t`.
+    fn ids_found(result: &SearchResult) -> Vec<&str> {
+        result.resources.iter().map(|stored| stored.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_create_from_json_text_is_stored_and_indexed_as_the_same_tree_would_be() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let event = |id: &str| {
+            json!({"resourceType": "AuditEvent", "id": id, "type": {"code": "execute"}, "recorded": "2026-12-02T10:00:00Z",
+                   "agent": [{"who": {"reference": "Patient/p1"}, "requestor": true}], "source": {"observer": {"reference": "Bot/b"}}})
+        };
+        let observation = r#"{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},"effectiveDateTime":"2020-05-01"}"#;
+        let results = store
+            .transaction(
+                "t",
+                vec![
+                    Write::Create {
+                        resource: event("tree"),
+                    },
+                    Write::CreateJson {
+                        resource_type: "AuditEvent".into(),
+                        id: "text".into(),
+                        json: event("text").to_string(),
+                    },
+                    Write::CreateJson {
+                        resource_type: "Observation".into(),
+                        id: "o1".into(),
+                        json: observation.into(),
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        assert!(results[0].stored.is_some());
+        assert_eq!(
+            results[1],
+            WriteResult {
+                stored: None,
+                created: true
+            }
+        );
+        let read = |id: &'static str| {
+            let store = &store;
+            async move {
+                match store.read("t", "AuditEvent", id).await.unwrap() {
+                    ReadResult::Found(stored) => stored.resource.unwrap(),
+                    other => panic!("{id}: {other:?}"),
+                }
+            }
+        };
+        let (mut from_tree, from_text) = (read("tree").await, read("text").await);
+        from_tree["id"] = json!("text");
+        assert_eq!(from_text, from_tree);
+        let keys = |value: &Value| value.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&from_text), keys(&from_tree));
+        assert_eq!(from_text["meta"]["versionId"], "1");
+
+        let query = |resource_type: &str, name: &str, value: &str| SearchQuery {
+            resource_type: resource_type.into(),
+            params: vec![(name.into(), value.into())],
+            ..search("")
+        };
+        let by_patient = store
+            .search("t", &query("AuditEvent", "patient", "Patient/p1"))
+            .await
+            .unwrap();
+        // One transaction, one lastUpdated: the page is in id order.
+        assert_eq!(ids_found(&by_patient), ["text", "tree"]);
+        // `effective` is a choice element: the member `effectiveDateTime` is indexed too.
+        let by_date = store
+            .search("t", &query("Observation", "date", "2020-05"))
+            .await
+            .unwrap();
+        assert_eq!(ids_found(&by_date), ["o1"]);
+    }
+
+    #[tokio::test]
+    async fn a_create_from_json_text_that_misnames_itself_or_is_not_json_writes_nothing() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let create = |id: &str, json: &str| Write::CreateJson {
+            resource_type: "Basic".into(),
+            id: id.into(),
+            json: json.into(),
+        };
+        for (write, expected) in [
+            (
+                create("b1", r#"{"resourceType":"Basic","id":"other","code":{}}"#),
+                "a resource given as JSON must begin with its resourceType Basic and id b1",
+            ),
+            (
+                create("b1", r#"{"id":"b1","resourceType":"Basic"}"#),
+                "a resource given as JSON must begin with its resourceType Basic and id b1",
+            ),
+            (
+                create("b", r#"{"resourceType":"Basic","id":"bx"}"#),
+                "a resource given as JSON must begin with its resourceType Basic and id b",
+            ),
+        ] {
+            let error = store
+                .transaction("t", vec![create("ok", r#"{"resourceType":"Basic","id":"ok"}"#), write])
+                .await
+                .unwrap_err();
+            assert_eq!(error, StoreError::Invalid(expected.into()));
+        }
+        // An AuditEvent naming no Patient has nothing to index, and is still checked in full.
+        for json in [
+            r#"{"resourceType":"Basic","id":"b1","code":}"#,
+            r#"{"resourceType":"AuditEvent","id":"b1","agent":[}"#,
+            r#"{"resourceType":"AuditEvent","id":"b1"} {}"#,
+        ] {
+            let resource_type = if json.contains("Basic") { "Basic" } else { "AuditEvent" };
+            let write = Write::CreateJson {
+                resource_type: resource_type.into(),
+                id: "b1".into(),
+                json: json.into(),
+            };
+            let error = store.transaction("t", vec![write]).await.unwrap_err();
+            assert!(
+                matches!(&error, StoreError::Invalid(message) if message.starts_with("a resource to store is not JSON")),
+                "{json}: {error:?}"
+            );
+        }
+        assert_eq!(store.read("t", "Basic", "ok").await.unwrap(), ReadResult::NotFound);
+        assert_eq!(store.read("t", "Basic", "b1").await.unwrap(), ReadResult::NotFound);
+    }
+
     async fn store_with_patient(id: &str, family: &str) -> SqliteStore {
         let store = SqliteStore::in_memory().await.unwrap();
         let create = Write::Create {
