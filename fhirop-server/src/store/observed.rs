@@ -8,8 +8,8 @@ use fhirop::store::{
 };
 use futures_util::future::BoxFuture;
 
-/// Called with the tenant and each stored version (deletions included) after a commit.
-/// Told `(tenant, resource type, id)` of every resource a committed transaction wrote.
+/// Told `(tenant, resource type, id)` of every resource a committed transaction wrote
+/// (deletions included), after the commit.
 pub type WriteListener = Box<dyn Fn(&str, &str, &str) + Send + Sync>;
 
 /// Forwards to a store and reports committed writes.
