@@ -752,46 +752,47 @@ fn stamp_json(
     ))
 }
 
-async fn create_one(
-    connection: &mut SqliteConnection,
-    tenant: &str,
-    creation: Creation,
-    time: &(String, i64),
-) -> Result<WriteResult, StoreError> {
-    let mut results = Vec::with_capacity(1);
-    create_all(connection, tenant, &mut vec![creation], time, &mut results).await?;
-    results
-        .pop()
-        .ok_or_else(|| StoreError::Database("a create produced no result".into()))
+/// A write as a transaction takes it: consecutive creates are stored together, any other
+/// write on its own.
+enum Step {
+    Create(Creation),
+    Change(Change),
 }
 
-/// Applies an update or a deletion (creates go through [`create_all`]).
+/// A write that reads the current version first.
+enum Change {
+    Update { resource: Value, if_match: Option<u64> },
+    Delete { resource_type: String, id: String },
+}
+
+impl From<Write> for Step {
+    fn from(write: Write) -> Step {
+        match write {
+            Write::Create { resource } => Step::Create(Creation::Tree(resource)),
+            Write::CreateJson {
+                resource_type,
+                id,
+                json,
+            } => Step::Create(Creation::Json {
+                resource_type,
+                id,
+                json,
+            }),
+            Write::Update { resource, if_match } => Step::Change(Change::Update { resource, if_match }),
+            Write::Delete { resource_type, id } => Step::Change(Change::Delete { resource_type, id }),
+        }
+    }
+}
+
+/// Applies an update or a deletion.
 async fn apply(
     connection: &mut SqliteConnection,
     tenant: &str,
-    write: Write,
+    change: Change,
     time: &(String, i64),
 ) -> Result<WriteResult, StoreError> {
-    match write {
-        Write::Create { resource } => create_one(connection, tenant, Creation::Tree(resource), time).await,
-        Write::CreateJson {
-            resource_type,
-            id,
-            json,
-        } => {
-            create_one(
-                connection,
-                tenant,
-                Creation::Json {
-                    resource_type,
-                    id,
-                    json,
-                },
-                time,
-            )
-            .await
-        }
-        Write::Update { mut resource, if_match } => {
+    match change {
+        Change::Update { mut resource, if_match } => {
             let (resource_type, id) = resource_key(&resource)?;
             let current = current_version(connection, tenant, &resource_type, &id).await?;
             if let Some(expected) = if_match
@@ -823,7 +824,7 @@ async fn apply(
                 created,
             })
         }
-        Write::Delete { resource_type, id } => {
+        Change::Delete { resource_type, id } => {
             let current = current_version(connection, tenant, &resource_type, &id).await?;
             let Some((version, false)) = current else {
                 return Ok(WriteResult {
@@ -1025,20 +1026,11 @@ impl ResourceStore for SqliteStore {
             let mut results = Vec::with_capacity(writes.len());
             let mut creates = Vec::new();
             for write in writes {
-                match write {
-                    Write::Create { resource } => creates.push(Creation::Tree(resource)),
-                    Write::CreateJson {
-                        resource_type,
-                        id,
-                        json,
-                    } => creates.push(Creation::Json {
-                        resource_type,
-                        id,
-                        json,
-                    }),
-                    other => {
+                match Step::from(write) {
+                    Step::Create(creation) => creates.push(creation),
+                    Step::Change(change) => {
                         create_all(&mut transaction, tenant, &mut creates, &time, &mut results).await?;
-                        results.push(apply(&mut transaction, tenant, other, &time).await?);
+                        results.push(apply(&mut transaction, tenant, change, &time).await?);
                     }
                 }
             }
