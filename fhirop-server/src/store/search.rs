@@ -368,14 +368,31 @@ pub enum IndexForm {
     /// `EXISTS (SELECT 1 ... i.id = r.id ...)`: one index probe per resource walked in page
     /// order, stopping at the page's end. Cheap when many match: a page of a name search over
     /// 1,000 matching patients takes a twentieth of the time.
-    Probe,
+    ///
+    /// The walk covers the first `window` resources of the type in page order at most, so a
+    /// sparse condition costs a bounded walk. The window is a subquery SQLite runs as a
+    /// co-routine, row by row, so a page found early never reads the rest of it; its rows come
+    /// in page order, and ordering by [`WALK_ORDER`] needs no sort.
+    Probe { window: usize },
 }
 
+/// The page order of a [`IndexForm::Probe`] filter's rows, oldest first.
+pub const WALK_ORDER: &str = "w.last_updated_ms, w.id";
+
 impl CompiledSearch {
-    /// `FROM resource_current r WHERE ...` for the current, undeleted resources of
-    /// `resource_type` that meet every condition, and the values to bind in order.
+    /// `FROM ... r WHERE ...` for the current, undeleted resources of `resource_type` that
+    /// meet every condition (`r` is `resource_current`), and the values to bind in order.
     pub fn filter(&self, tenant: &str, resource_type: &str, form: IndexForm) -> (String, Vec<SqlValue>) {
-        let mut sql = "FROM resource_current r WHERE r.tenant = ? AND r.resource_type = ? AND r.deleted = 0".to_owned();
+        let mut sql = match form {
+            IndexForm::IdList => {
+                "FROM resource_current r WHERE r.tenant = ? AND r.resource_type = ? AND r.deleted = 0".to_owned()
+            }
+            IndexForm::Probe { window } => format!(
+                "FROM (SELECT rowid AS walked, last_updated_ms, id FROM resource_current \
+                 WHERE tenant = ? AND resource_type = ? ORDER BY last_updated_ms, id LIMIT {window}) w \
+                 CROSS JOIN resource_current r ON r.rowid = w.walked WHERE r.deleted = 0"
+            ),
+        };
         let mut bound = vec![
             SqlValue::Text(tenant.to_owned()),
             SqlValue::Text(resource_type.to_owned()),
@@ -401,7 +418,7 @@ impl CompiledSearch {
                             ));
                             bound.extend(with_owner(tenant, resource_type, values));
                         }
-                        IndexForm::Probe => {
+                        IndexForm::Probe { .. } => {
                             sql.push_str(&format!(
                                 "{not}EXISTS (SELECT 1 FROM {table} i WHERE i.tenant = r.tenant AND i.resource_type = r.resource_type AND i.id = r.id AND {matches})"
                             ));

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fhirop::capability::format_instant;
 use fhirop::store::{
@@ -21,8 +21,8 @@ use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection};
 
 use super::connections::{Connections, Lease};
 use super::search::{
-    CompiledSearch, IndexForm, IndexValue, SqlValue, compile, index_table, index_values, index_values_of_json,
-    params_of,
+    CompiledSearch, IndexForm, IndexValue, SqlValue, WALK_ORDER, compile, index_table, index_values,
+    index_values_of_json, params_of,
 };
 
 /// The schema. Every row carries its tenant, so tenants share the tables and never the rows.
@@ -93,6 +93,8 @@ const STORED_COLUMNS: &str = "r.resource_type, r.id, r.version, r.last_updated, 
 enum PageOrder {
     Oldest,
     Newest,
+    /// Oldest first, over an [`IndexForm::Probe`] filter's walk.
+    Walked,
 }
 
 /// A stored resource as [`SqliteStore::fetch_stored`] reads it, its body as `B`: a `Value`,
@@ -141,6 +143,54 @@ fn database_error(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
 
+/// Which way answered a search page without a total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PagePlan {
+    /// The probed walk in page order found the page.
+    Walk,
+    /// The id list did: the condition's index rows were few, or the walk's window held too
+    /// few matches.
+    IdList,
+}
+
+/// The [`PagePlan`] that answered each recent search filter, kept for [`PLAN_LIFETIME`].
+///
+/// Only a choice of plan: both give the same page, so an entry the data has outgrown costs
+/// time for a moment, never a wrong answer, and writes need not invalidate anything.
+#[derive(Debug, Default)]
+struct PagePlans {
+    plans: std::sync::Mutex<std::collections::HashMap<String, (PagePlan, Instant)>>,
+}
+
+/// How long a remembered plan is used before the index rows are counted again.
+const PLAN_LIFETIME: Duration = Duration::from_secs(1);
+/// Remembered filters at most; past that the memory starts afresh.
+const MAX_PAGE_PLANS: usize = 1024;
+
+impl PagePlans {
+    /// The filter with its values (tenant and resource type included) identifies the plan.
+    fn key(filter: &str, values: &[SqlValue]) -> String {
+        format!("{filter}\u{0}{values:?}")
+    }
+
+    fn get(&self, key: &str) -> Option<PagePlan> {
+        let plans = self.plans.lock().ok()?;
+        plans
+            .get(key)
+            .filter(|(_, since)| since.elapsed() < PLAN_LIFETIME)
+            .map(|(plan, _)| *plan)
+    }
+
+    fn remember(&self, key: String, plan: PagePlan) {
+        if let Ok(mut plans) = self.plans.lock() {
+            if plans.len() >= MAX_PAGE_PLANS && !plans.contains_key(&key) {
+                plans.clear();
+            }
+            plans.insert(key, (plan, Instant::now()));
+        }
+    }
+}
+
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -148,6 +198,7 @@ pub struct SqliteStore {
     /// One writer at a time: SQLite allows one anyway, and waiting here is cheaper than
     /// retrying a busy transaction.
     writer: tokio::sync::Mutex<()>,
+    page_plans: PagePlans,
 }
 
 impl SqliteStore {
@@ -165,13 +216,28 @@ impl SqliteStore {
         Ok(row.try_get::<i64, _>("total").map_err(database_error)? as u64)
     }
 
+    /// Whether the first index condition has at least [`LONG_ID_LIST`] index rows.
+    async fn has_long_id_list(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        compiled: &CompiledSearch,
+    ) -> Result<bool, StoreError> {
+        match compiled.has_index_rows(tenant, resource_type, LONG_ID_LIST) {
+            Some((exists, values)) => Ok(self.count(format!("SELECT {exists} AS total"), &values).await? > 0),
+            None => Ok(false),
+        }
+    }
+
     /// A search's page and one resource more (which says whether there is a next page).
     ///
     /// With many matches, walking the resources in page order and probing each one finds a
     /// page long before SQLite would have collected every matching id; with few, the id list
     /// is the cheap way. So when the matches (the total, or else the first index condition's
     /// rows) are many, a probed walk over a bounded window of resources comes first, and the
-    /// id list answers when that window holds too few matches.
+    /// id list answers when that window holds too few matches. Without a total, which of the
+    /// two answered is remembered for the same filter a while ([`PagePlans`]), so the index
+    /// rows are not counted again for every page.
     async fn page<B: DeserializeOwned>(
         &self,
         tenant: &str,
@@ -182,31 +248,38 @@ impl SqliteStore {
         let resource_type = query.resource_type.as_str();
         let wanted = query.offset + query.count + 1;
         let ascending = query.sort_last_updated != Some(SortOrder::Descending);
-        let worth_probing = match total {
-            Some(total) => total >= LONG_ID_LIST as u64,
-            None => true,
-        };
-        if ascending && worth_probing && wanted <= MAX_PROBED_PAGE_END && compiled.selects_through_index() {
-            let (mut filter, mut values) = compiled.filter(tenant, resource_type, IndexForm::Probe);
-            if total.is_none()
-                && let Some((long_list, long_list_values)) =
-                    compiled.has_index_rows(tenant, resource_type, LONG_ID_LIST)
-            {
-                filter.push_str(" AND ");
-                filter.push_str(&long_list);
-                values.extend(long_list_values);
+        if ascending && wanted <= MAX_PROBED_PAGE_END && compiled.selects_through_index() {
+            let window = IndexForm::Probe {
+                window: PROBE_WINDOW_PER_ROW * wanted,
+            };
+            let (filter, values) = compiled.filter(tenant, resource_type, window);
+            // Without a total, the plan that answered this filter last (None: not known).
+            let key = total.is_none().then(|| PagePlans::key(&filter, &values));
+            let known = key.as_deref().and_then(|key| self.page_plans.get(key));
+            let walk = match (total, known) {
+                (Some(total), _) => total >= LONG_ID_LIST as u64,
+                (None, Some(plan)) => plan == PagePlan::Walk,
+                (None, None) => self.has_long_id_list(tenant, resource_type, compiled).await?,
+            };
+            let mut page = None;
+            if walk {
+                let walked = self.fetch_page(&filter, &values, PageOrder::Walked, query).await?;
+                if walked.len() > query.count {
+                    page = Some(walked);
+                }
             }
-            // The window ends at its last resource in page order; a type with fewer resources
-            // has no such row, the walk selects nothing, and the id list (short) answers.
-            filter.push_str(&format!(
-                " AND (r.last_updated_ms, r.id) <= (SELECT last_updated_ms, id FROM resource_current \
-                 WHERE tenant = ? AND resource_type = ? ORDER BY last_updated_ms, id LIMIT 1 OFFSET {})",
-                PROBE_WINDOW_PER_ROW * wanted - 1
-            ));
-            values.push(SqlValue::Text(tenant.to_owned()));
-            values.push(SqlValue::Text(resource_type.to_owned()));
-            let page = self.fetch_page(&filter, &values, PageOrder::Oldest, query).await?;
-            if page.len() > query.count {
+            let answered = if page.is_some() {
+                PagePlan::Walk
+            } else {
+                PagePlan::IdList
+            };
+            // A plan is counted afresh once it is PLAN_LIFETIME old, unless it just changed.
+            if let Some(key) = key
+                && known != Some(answered)
+            {
+                self.page_plans.remember(key, answered);
+            }
+            if let Some(page) = page {
                 return Ok(page);
             }
         }
@@ -218,7 +291,7 @@ impl SqliteStore {
         self.fetch_page(&filter, &values, order, query).await
     }
 
-    /// The resources of `filter` (`FROM resource_current r WHERE ...`) in `order`, from the
+    /// The resources of `filter` (`FROM ... r WHERE ...`) in `order`, from the
     /// query's offset, one more than its count.
     async fn fetch_page<B: DeserializeOwned>(
         &self,
@@ -230,6 +303,7 @@ impl SqliteStore {
         let order_by = match order {
             PageOrder::Oldest => "r.last_updated_ms ASC, r.id",
             PageOrder::Newest => "r.last_updated_ms DESC, r.id",
+            PageOrder::Walked => WALK_ORDER,
         };
         // LIMIT and OFFSET are written as numbers, not bound: SQLite's planner reads a bound
         // LIMIT, which marks the statement to be prepared again on every bind (5% of a
@@ -243,7 +317,7 @@ impl SqliteStore {
         rows.sort_by(|a, b| {
             let by_time = a.last_updated_ms.cmp(&b.last_updated_ms);
             match order {
-                PageOrder::Oldest => by_time,
+                PageOrder::Oldest | PageOrder::Walked => by_time,
                 PageOrder::Newest => by_time.reverse(),
             }
             .then_with(|| a.id.cmp(&b.id))
@@ -360,6 +434,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             connections,
             writer: tokio::sync::Mutex::new(()),
+            page_plans: PagePlans::default(),
         })
     }
 }
@@ -1255,6 +1330,69 @@ mod tests {
             page_of(&store, &[("family", "even"), ("gender:not", "male")], (0, 3), false).await,
             (expected([0, 6, 12].into_iter()), None, true)
         );
+    }
+
+    #[tokio::test]
+    async fn a_remembered_page_plan_never_changes_what_a_page_holds() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        // 300 of 600 match: the walk answers, and is remembered for this filter.
+        patients(&store, 600, |index| if index % 2 == 0 { "Even" } else { "Odd" }).await;
+        let evens = |indexes: &mut dyn Iterator<Item = usize>| expected(indexes.step_by(2).take(5));
+        assert_eq!(
+            page_of(&store, &[("family", "even")], (0, 5), false).await,
+            (evens(&mut (0..600)), None, true)
+        );
+        // Within the plan's lifetime, the first window's matches are deleted: the walk finds
+        // too few, and the id list still answers with the page.
+        let deletes = (0..200)
+            .step_by(2)
+            .map(|index| Write::Delete {
+                resource_type: "Patient".into(),
+                id: format!("p{index:04}"),
+            })
+            .collect();
+        store.transaction("t", deletes).await.unwrap();
+        assert_eq!(
+            page_of(&store, &[("family", "even")], (0, 5), false).await,
+            (evens(&mut (200..600)), None, true)
+        );
+        // A sparse filter remembers the id list; matches added later are found all the same.
+        assert_eq!(
+            page_of(&store, &[("family", "rare")], (0, 5), false).await,
+            (Vec::new(), None, false)
+        );
+        let rare = (0..300)
+            .map(|index| Write::Create {
+                resource: patient(&format!("r{index:04}"), "Rare"),
+            })
+            .collect();
+        store.transaction("t", rare).await.unwrap();
+        let (ids, _, more) = page_of(&store, &[("family", "rare")], (0, 5), false).await;
+        assert_eq!(
+            (ids, more),
+            ((0..5).map(|index| format!("r{index:04}")).collect(), true)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_walked_page_reads_its_window_in_order_without_sorting() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        patients(&store, 50, |_| "Same").await;
+        let compiled = compile("Patient", &[("family".into(), "same".into())], true).unwrap();
+        let (filter, values) = compiled.filter("t", "Patient", IndexForm::Probe { window: 168 });
+        let select = format!("SELECT {STORED_COLUMNS} {filter} ORDER BY {WALK_ORDER} LIMIT 21");
+        let plan: Vec<String> = bind_all(
+            sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {select}"))),
+            &values,
+        )
+        .fetch_all(&mut *store.lease().await.unwrap())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>("detail"))
+        .collect();
+        assert!(plan.iter().any(|step| step.contains("CO-ROUTINE w")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{plan:?}");
     }
 
     #[tokio::test]
