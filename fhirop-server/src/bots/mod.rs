@@ -86,8 +86,8 @@ pub struct Bots {
 /// What a Bot returned.
 #[derive(Debug, Clone)]
 pub struct BotResult {
-    /// The handler's value.
-    pub value: Value,
+    /// The handler's value as JSON text, as the sandbox serialized it (`null` for `undefined`).
+    pub json: String,
 }
 
 fn bot_error(error: &BotError) -> OperationError {
@@ -337,9 +337,9 @@ impl Bots {
         if let Some(error) = error {
             return Err(bot_error(&error));
         }
-        let value = serde_json::from_str(value.as_deref().unwrap_or("null"))
-            .map_err(|error| OperationError::internal(format!("the Bot's value is not JSON: {error}")))?;
-        Ok(BotResult { value })
+        Ok(BotResult {
+            json: value.unwrap_or_else(|| "null".to_owned()),
+        })
     }
 
     /// Checks an OperationDefinition before it is stored: when it names a Bot, the Bot must

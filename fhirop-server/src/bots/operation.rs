@@ -72,7 +72,7 @@ async fn invoke(
             crate::access::Access::of(context.request()),
         )
         .await?;
-    bot_output(context.definition(), result.value)
+    bot_output(context.definition(), result.json)
 }
 
 /// `event` without `input`: what Medplum passes, headers without credentials, and the

@@ -78,8 +78,44 @@ fn mismatch(message: String) -> OperationError {
     )
 }
 
+/// What a resource's JSON text says it is, read without building the rest: the parser checks
+/// the whole text and skips every other member.
+#[derive(serde::Deserialize)]
+struct ResourceHead<'a> {
+    #[serde(rename = "resourceType", borrow, default)]
+    resource_type: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Shapes a Bot's value, the JSON text its handler's value serialized to, into the response.
+///
+/// A single `return` resource of the expected type (W3's Patient) is answered with the Bot's
+/// text as it is: building it into a tree only to check its `resourceType` and serialize it
+/// again cost more than the rest of the response. Everything else is shaped from the value.
+pub fn bot_output(definition: &OperationDefinition, json: String) -> Result<OperationOutput, OperationError> {
+    if let [single] = definition.outputs().collect::<Vec<_>>().as_slice()
+        && single.name == "return"
+        && single.kind == ParamKind::Resource
+        && let Ok(head) = serde_json::from_str::<ResourceHead<'_>>(&json)
+        && let Some(given) = head.resource_type.as_deref()
+        // An OperationOutcome may be the Bot's error, which the value path maps.
+        && given != "OperationOutcome"
+        && resource_fits(single, given)
+    {
+        return Ok(OperationOutput::Json(json.into_bytes().into()));
+    }
+    let value = serde_json::from_str(&json)
+        .map_err(|error| OperationError::internal(format!("the Bot's value is not JSON: {error}")))?;
+    shape(definition, value)
+}
+
+/// Whether a `given` resource type is what the resource parameter `expected` declares.
+fn resource_fits(expected: &ParamDefinition, given: &str) -> bool {
+    let expected = expected.fhir_type.as_deref().unwrap_or("Resource");
+    given == expected || matches!(expected, "Resource" | "DomainResource")
+}
+
 /// Shapes a Bot's value into the response.
-pub fn bot_output(definition: &OperationDefinition, value: Value) -> Result<OperationOutput, OperationError> {
+fn shape(definition: &OperationDefinition, value: Value) -> Result<OperationOutput, OperationError> {
     if let Some(error) = returned_error(&value) {
         return Err(error);
     }
@@ -89,9 +125,7 @@ pub fn bot_output(definition: &OperationDefinition, value: Value) -> Result<Oper
         [single] if single.name == "return" && single.kind == ParamKind::Resource => {
             let expected = single.fhir_type.as_deref().unwrap_or("Resource");
             match value.get("resourceType").and_then(Value::as_str) {
-                Some(given) if given == expected || matches!(expected, "Resource" | "DomainResource") => {
-                    Ok(OperationOutput::Resource(value))
-                }
+                Some(given) if resource_fits(single, given) => Ok(OperationOutput::Resource(value)),
                 Some(given) => Err(mismatch(format!(
                     "'return' is a {expected}, but the Bot returned a {given}"
                 ))),
@@ -245,13 +279,55 @@ mod tests {
         output.into_json().expect("a body").unwrap()
     }
 
+    /// What the response is for a Bot whose value serializes to `value`.
+    fn shaped(definition: &OperationDefinition, value: Value) -> Result<OperationOutput, OperationError> {
+        bot_output(definition, value.to_string())
+    }
+
     #[test]
     fn a_single_resource_return_is_the_body() {
         let definition = definition(json!([{"name": "return", "use": "out", "min": 1, "max": "1", "type": "Patient"}]));
         let patient = json!({"resourceType": "Patient"});
-        assert_eq!(body(bot_output(&definition, patient.clone()).unwrap()), patient);
-        let error = bot_output(&definition, json!({"resourceType": "Observation"})).unwrap_err();
+        assert_eq!(body(shaped(&definition, patient.clone()).unwrap()), patient);
+        let error = shaped(&definition, json!({"resourceType": "Observation"})).unwrap_err();
         assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_fitting_resource_is_answered_with_the_bots_text_as_it_is() {
+        let definition = definition(json!([{"name": "return", "use": "out", "min": 1, "max": "1", "type": "Patient"}]));
+        let text = r#"{"name":[{"family":"Smith"}],"resourceType":"Patient","id":"a\u0062"}"#;
+        match bot_output(&definition, text.to_owned()).unwrap() {
+            OperationOutput::Json(bytes) => assert_eq!(bytes.as_ref(), text.as_bytes()),
+            other => panic!("not the text: {other:?}"),
+        }
+        // The wrong type, no type, not an object, not JSON: errors, as from the value.
+        for wrong in [
+            r#"{"resourceType":"Observation"}"#,
+            r#"{"name":"x"}"#,
+            "[1]",
+            r#"{"resourceType":"Patient""#,
+        ] {
+            let error = bot_output(&definition, wrong.to_owned()).unwrap_err();
+            assert_eq!(error.status, StatusCode::INTERNAL_SERVER_ERROR, "{wrong}");
+        }
+        // A returned error outcome keeps its status, even where a resource is expected.
+        let any = definition_of_any_resource();
+        let outcome = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"forbidden"}]}"#;
+        assert_eq!(
+            bot_output(&any, outcome.to_owned()).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        let information =
+            r#"{"resourceType":"OperationOutcome","issue":[{"severity":"information","code":"informational"}]}"#;
+        assert_eq!(
+            body(bot_output(&any, information.to_owned()).unwrap()),
+            serde_json::from_str::<Value>(information).unwrap()
+        );
+    }
+
+    fn definition_of_any_resource() -> OperationDefinition {
+        definition(json!([{"name": "return", "use": "out", "min": 1, "max": "1", "type": "Resource"}]))
     }
 
     #[test]
@@ -265,7 +341,7 @@ mod tests {
         ]));
         let value = json!({"count": 2, "patient": [{"resourceType": "Patient"}, {"resourceType": "Patient"}], "pair": {"a": "x"}});
         assert_eq!(
-            body(bot_output(&definition, value).unwrap()),
+            body(shaped(&definition, value).unwrap()),
             json!({"resourceType": "Parameters", "parameter": [
                 {"name": "count", "valueInteger": 2},
                 {"name": "patient", "resource": {"resourceType": "Patient"}},
@@ -273,8 +349,8 @@ mod tests {
                 {"name": "pair", "part": [{"name": "a", "valueString": "x"}]},
             ]})
         );
-        assert!(bot_output(&definition, json!({"count": "two"})).is_err());
-        assert!(bot_output(&definition, json!({})).is_err());
+        assert!(shaped(&definition, json!({"count": "two"})).is_err());
+        assert!(shaped(&definition, json!({})).is_err());
     }
 
     #[test]
@@ -282,12 +358,9 @@ mod tests {
         let definition = definition(json!([]));
         let outcome =
             json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]});
+        assert_eq!(shaped(&definition, outcome).unwrap_err().status, StatusCode::NOT_FOUND);
         assert_eq!(
-            bot_output(&definition, outcome).unwrap_err().status,
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            body(bot_output(&definition, json!(null)).unwrap()),
+            body(shaped(&definition, json!(null)).unwrap()),
             json!({"resourceType": "Parameters"})
         );
     }

@@ -135,6 +135,6 @@ impl BotProvider {
             .await?;
         Ok(HttpResponse::Ok()
             .content_type("application/json; charset=utf-8")
-            .body(result.value.to_string()))
+            .body(result.json))
     }
 }
