@@ -78,12 +78,6 @@ async fn invoke(
 /// `event` without `input`: what Medplum passes, headers without credentials, and the
 /// validated parameters.
 pub fn event_base(context: &OperationContext, params: &BoundParams) -> BotEvent {
-    let headers: Map<String, Value> = context
-        .headers()
-        .iter()
-        .filter(|(name, _)| !matches!(name.as_str(), "authorization" | "cookie"))
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), Value::String(value.to_str().ok()?.to_owned()))))
-        .collect();
     let content_type = context
         .headers()
         .get("content-type")
@@ -98,13 +92,34 @@ pub fn event_base(context: &OperationContext, params: &BoundParams) -> BotEvent 
     let definition = context.definition();
     let mut event = BotEvent::default();
     event.set("contentType", &content_type);
-    event.set("headers", &headers);
+    event.set("headers", &HeadersJson(context.headers()));
     event.set("traceId", &trace_id);
     event.set(
         "parameters",
         &typed_parameters(&definition.inputs().collect::<Vec<_>>(), params),
     );
     event
+}
+
+/// The request's headers as a JSON object, credentials left out, written straight from the
+/// header map. A repeated header is a repeated member, which JSON.parse reads as its last
+/// value in its first place, as a map built first would have held it.
+struct HeadersJson<'a>(&'a actix_web::http::header::HeaderMap);
+
+impl serde::Serialize for HeadersJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut headers = serializer.serialize_map(None)?;
+        for (name, value) in self.0.iter() {
+            if matches!(name.as_str(), "authorization" | "cookie") {
+                continue;
+            }
+            if let Ok(value) = value.to_str() {
+                headers.serialize_entry(name.as_str(), value)?;
+            }
+        }
+        headers.end()
+    }
 }
 
 /// The query string as an object: a string per parameter, an array of strings when repeated.
@@ -153,5 +168,32 @@ fn typed_value(definition: &ParamDefinition, value: &ParamValue) -> Value {
         ParamValue::Text { text, .. } => Value::String(text.clone()),
         ParamValue::Value { value, .. } | ParamValue::Resource(value) => value.clone(),
         ParamValue::Parts(parts) => typed_parameters(&definition.parts.iter().collect::<Vec<_>>(), parts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    #[test]
+    fn headers_go_in_without_credentials_and_a_repeated_one_as_json_parse_reads_it() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer secret"),
+            ("x-custom", "first"),
+            ("cookie", "session=abc"),
+            ("host", "example.org"),
+            ("x-custom", "second"),
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let text = serde_json::to_string(&HeadersJson(&headers)).unwrap();
+        assert!(!text.contains("secret") && !text.contains("session"), "{text}");
+        // The last value wins, as in the object JSON.parse builds.
+        let parsed: Map<String, Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed.get("x-custom"), Some(&json!("second")));
+        assert_eq!(parsed.get("host"), Some(&json!("example.org")));
+        assert_eq!(parsed.len(), 2);
     }
 }
