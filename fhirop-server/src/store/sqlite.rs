@@ -11,8 +11,6 @@ use fhirop::store::{
     ReadResult, ResourceStore, SearchQuery, SearchResult, SortOrder, StoreError, StoredResource, Write, WriteResult,
 };
 use futures_util::future::BoxFuture;
-use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 // Dynamic SQL here is assembled only from fixed table names and conditions with `?`
@@ -97,8 +95,27 @@ enum PageOrder {
     Walked,
 }
 
-/// A stored resource as [`SqliteStore::fetch_stored`] reads it, its body as `B`: a `Value`,
-/// or the stored text itself ([`RawValue`]) for callers that hand it on unread.
+/// How [`SqliteStore::fetch_stored`] reads a stored body: parsed into a `Value`, or kept as
+/// the stored text (`String`) for callers that hand it on unread. Bodies were checked to be
+/// JSON objects when they were written.
+trait StoredBody: Sized {
+    fn from_stored(text: &str) -> Result<Self, StoreError>;
+}
+
+impl StoredBody for Value {
+    fn from_stored(text: &str) -> Result<Value, StoreError> {
+        serde_json::from_str(text)
+            .map_err(|error| StoreError::Database(format!("a stored resource is not JSON: {error}")))
+    }
+}
+
+impl StoredBody for String {
+    fn from_stored(text: &str) -> Result<String, StoreError> {
+        Ok(text.to_owned())
+    }
+}
+
+/// A stored resource as [`SqliteStore::fetch_stored`] reads it, its body as `B`.
 struct FetchedRow<B> {
     resource_type: String,
     id: String,
@@ -238,7 +255,7 @@ impl SqliteStore {
     /// id list answers when that window holds too few matches. Without a total, which of the
     /// two answered is remembered for the same filter a while ([`PagePlans`]), so the index
     /// rows are not counted again for every page.
-    async fn page<B: DeserializeOwned>(
+    async fn page<B: StoredBody>(
         &self,
         tenant: &str,
         query: &SearchQuery,
@@ -293,7 +310,7 @@ impl SqliteStore {
 
     /// The resources of `filter` (`FROM ... r WHERE ...`) in `order`, from the
     /// query's offset, one more than its count.
-    async fn fetch_page<B: DeserializeOwned>(
+    async fn fetch_page<B: StoredBody>(
         &self,
         filter: &str,
         values: &[SqlValue],
@@ -328,47 +345,60 @@ impl SqliteStore {
     /// The rows of `select` (which selects [`STORED_COLUMNS`] and a text `tag`), in no
     /// particular order.
     ///
-    /// The rows come back as one JSON text built by SQLite, with the bodies spliced in as they
-    /// are stored: sqlx hands every row from its connection thread to the async side on its
-    /// own, a thread switch per row on a busy core (a quarter of `$everything`'s CPU over 500
-    /// resources), where one text is one handoff and one parse. SQLite's `group_concat` keeps
-    /// no order, so callers sort.
-    async fn fetch_stored<B: DeserializeOwned>(
+    /// The rows come back as one text built by SQLite: sqlx hands every row from its
+    /// connection thread to the async side on its own, a thread switch per row on a busy core
+    /// (a quarter of `$everything`'s CPU over 500 resources), where one text is one handoff.
+    /// Each row is a JSON array of its columns ending with the body's length in bytes, then the
+    /// body as stored, so a body is sliced out rather than scanned for its end (a body kept as
+    /// text is never parsed at all). SQLite's `group_concat` keeps no order, so callers sort.
+    async fn fetch_stored<B: StoredBody>(
         &self,
         select: &str,
         values: &[SqlValue],
     ) -> Result<Vec<FetchedRow<B>>, StoreError> {
         let sql = format!(
-            "SELECT '[' || COALESCE(group_concat('[' || json_quote(resource_type) || ',' || json_quote(id) || ',' \
-             || version || ',' || json_quote(last_updated) || ',' || last_updated_ms || ',' || json_quote(tag) || ',' \
-             || COALESCE(body, 'null') || ']', ','), '') || ']' AS rows FROM ({select})"
+            "SELECT COALESCE(group_concat(json_array(resource_type, id, version, last_updated, last_updated_ms, tag, \
+             octet_length(body)) || COALESCE(body, ''), ''), '') AS rows FROM ({select})"
         );
         let row = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
             .fetch_one(&mut *self.lease().await?)
             .await
             .map_err(database_error)?;
         let text: String = row.try_get("rows").map_err(database_error)?;
-        type Row<B> = (String, String, u64, String, i64, Option<String>, Option<B>);
-        let rows: Vec<Row<B>> = serde_json::from_str(&text)
-            .map_err(|error| StoreError::Database(format!("a stored resource is not JSON: {error}")))?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(resource_type, id, version_id, last_updated, last_updated_ms, tag, body)| FetchedRow {
-                    resource_type,
-                    id,
-                    version_id,
-                    last_updated,
-                    last_updated_ms,
-                    tag,
-                    body,
-                },
-            )
-            .collect())
+        let unreadable = |what: &str| StoreError::Database(format!("a page of stored resources is unreadable: {what}"));
+        type Columns = (String, String, u64, String, i64, Option<String>, Option<usize>);
+        let mut rows = Vec::new();
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let mut columns = serde_json::Deserializer::from_str(rest).into_iter::<Columns>();
+            let (resource_type, id, version_id, last_updated, last_updated_ms, tag, length) = columns
+                .next()
+                .ok_or_else(|| unreadable("a row ends early"))?
+                .map_err(|error| unreadable(&error.to_string()))?;
+            rest = &rest[columns.byte_offset()..];
+            let body = match length {
+                Some(length) => {
+                    let text = rest.get(..length).ok_or_else(|| unreadable("a body is cut short"))?;
+                    rest = &rest[length..];
+                    Some(B::from_stored(text)?)
+                }
+                None => None,
+            };
+            rows.push(FetchedRow {
+                resource_type,
+                id,
+                version_id,
+                last_updated,
+                last_updated_ms,
+                tag,
+                body,
+            });
+        }
+        Ok(rows)
     }
 
     /// A search: its page (bodies read as `B`), the total when asked for, and whether more follow.
-    async fn find<B: DeserializeOwned>(&self, tenant: &str, query: &SearchQuery) -> Result<FoundPage<B>, StoreError> {
+    async fn find<B: StoredBody>(&self, tenant: &str, query: &SearchQuery) -> Result<FoundPage<B>, StoreError> {
         let compiled = compile(&query.resource_type, &query.params, query.strict).map_err(StoreError::Invalid)?;
         let resource_type = query.resource_type.as_str();
         let total = if query.want_total || query.count_only {
@@ -1018,13 +1048,13 @@ impl ResourceStore for SqliteStore {
         query: &'a SearchQuery,
     ) -> BoxFuture<'a, Result<String, StoreError>> {
         Box::pin(async move {
-            let found = self.find::<Box<RawValue>>(tenant, query).await?;
+            let found = self.find::<String>(tenant, query).await?;
             let mut text = String::from("[");
             for body in found.rows.iter().filter_map(|row| row.body.as_deref()) {
                 if text.len() > 1 {
                     text.push(',');
                 }
-                text.push_str(body.get());
+                text.push_str(body);
             }
             text.push(']');
             Ok(text)
@@ -1291,6 +1321,44 @@ mod tests {
             store.search_resources_json("other", &search("even")).await.unwrap(),
             "[]"
         );
+    }
+
+    #[tokio::test]
+    async fn bodies_of_any_text_come_back_whole_from_a_page() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        // Multi-byte characters (the body's length is in bytes), escapes, and text that looks
+        // like the page's own framing.
+        let families = [
+            "Müller",
+            "Ω😀 ]] [\"x\",1]",
+            "quote \" and \\ slash",
+            "]{\"resourceType\":\"Patient\"}",
+        ];
+        let writes = families
+            .iter()
+            .enumerate()
+            .map(|(index, family)| Write::Create {
+                resource: patient(&format!("u{index}"), family),
+            })
+            .collect();
+        store.transaction("t", writes).await.unwrap();
+        let mut query = search("");
+        query.params.clear();
+        let found: Vec<Value> = store
+            .search("t", &query)
+            .await
+            .unwrap()
+            .resources
+            .into_iter()
+            .map(|stored| stored.resource.unwrap())
+            .collect();
+        let families_found: Vec<&str> = found
+            .iter()
+            .map(|resource| resource["name"][0]["family"].as_str().unwrap())
+            .collect();
+        assert_eq!(families_found, families);
+        let as_text: Value = serde_json::from_str(&store.search_resources_json("t", &query).await.unwrap()).unwrap();
+        assert_eq!(as_text, Value::Array(found));
     }
 
     #[tokio::test]
