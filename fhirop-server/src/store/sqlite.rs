@@ -1281,6 +1281,16 @@ mod tests {
         }
     }
 
+    /// The resources of tenant `t` a search returns, in its order.
+    async fn searched_resources(store: &SqliteStore, query: &SearchQuery) -> Vec<Value> {
+        let result = store.search("t", query).await.unwrap();
+        result
+            .resources
+            .into_iter()
+            .map(|stored| stored.resource.unwrap())
+            .collect()
+    }
+
     #[tokio::test]
     async fn resources_as_json_are_the_page_search_finds_in_its_order() {
         let store = SqliteStore::in_memory().await.unwrap();
@@ -1303,14 +1313,7 @@ mod tests {
         ] {
             let mut query = search(family);
             (query.count, query.offset) = (count, offset);
-            let searched: Vec<Value> = store
-                .search("t", &query)
-                .await
-                .unwrap()
-                .resources
-                .into_iter()
-                .map(|stored| stored.resource.unwrap())
-                .collect();
+            let searched = searched_resources(&store, &query).await;
             assert_eq!(searched.len(), found, "{family} from {offset}");
             let text = store.search_resources_json("t", &query).await.unwrap();
             let as_json: Value = serde_json::from_str(&text).unwrap();
@@ -1344,14 +1347,7 @@ mod tests {
         store.transaction("t", writes).await.unwrap();
         let mut query = search("");
         query.params.clear();
-        let found: Vec<Value> = store
-            .search("t", &query)
-            .await
-            .unwrap()
-            .resources
-            .into_iter()
-            .map(|stored| stored.resource.unwrap())
-            .collect();
+        let found = searched_resources(&store, &query).await;
         let families_found: Vec<&str> = found
             .iter()
             .map(|resource| resource["name"][0]["family"].as_str().unwrap())
