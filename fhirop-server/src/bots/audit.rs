@@ -44,7 +44,7 @@ pub struct ExecutionRecord {
 impl ExecutionRecord {
     /// The AuditEvent as the JSON text [`Write::CreateJson`] takes (no `meta`; the store adds
     /// it). Written from borrowed fields: a `Value` tree for it cost more than storing it.
-    fn to_audit_json(&self, id: &str) -> String {
+    pub fn to_audit_json(&self, id: &str) -> String {
         let mut description = self.log.join("\n");
         if let Some(error) = &self.error {
             if !description.is_empty() {

@@ -1,6 +1,7 @@
 //! The example server's resource store: SQLite through sqlx, with the search index the
 //! REST search and `$everything` use.
 
+mod body;
 mod connections;
 pub mod observed;
 pub mod search;

@@ -17,6 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 // placeholders (search::compile); every value is bound.
 use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection};
 
+use super::body;
 use super::connections::{Connections, Lease};
 use super::search::{
     CompiledSearch, IndexForm, IndexValue, SqlValue, WALK_ORDER, compile, index_table, index_values,
@@ -96,22 +97,22 @@ enum PageOrder {
 }
 
 /// How [`SqliteStore::fetch_stored`] reads a stored body: parsed into a `Value`, or kept as
-/// the stored text (`String`) for callers that hand it on unread. Bodies were checked to be
+/// its JSON text (`String`) for callers that hand it on unread. Bodies were checked to be
 /// JSON objects when they were written.
 trait StoredBody: Sized {
-    fn from_stored(text: &str) -> Result<Self, StoreError>;
+    fn from_stored(stored: &[u8]) -> Result<Self, StoreError>;
 }
 
 impl StoredBody for Value {
-    fn from_stored(text: &str) -> Result<Value, StoreError> {
-        serde_json::from_str(text)
+    fn from_stored(stored: &[u8]) -> Result<Value, StoreError> {
+        serde_json::from_slice(&body::decode(stored)?)
             .map_err(|error| StoreError::Database(format!("a stored resource is not JSON: {error}")))
     }
 }
 
 impl StoredBody for String {
-    fn from_stored(text: &str) -> Result<String, StoreError> {
-        Ok(text.to_owned())
+    fn from_stored(stored: &[u8]) -> Result<String, StoreError> {
+        body::decode_text(stored)
     }
 }
 
@@ -349,8 +350,9 @@ impl SqliteStore {
     /// connection thread to the async side on its own, a thread switch per row on a busy core
     /// (a quarter of `$everything`'s CPU over 500 resources), where one text is one handoff.
     /// Each row is a JSON array of its columns ending with the body's length in bytes, then the
-    /// body as stored, so a body is sliced out rather than scanned for its end (a body kept as
-    /// text is never parsed at all). SQLite's `group_concat` keeps no order, so callers sort.
+    /// body as stored (a frame, `body.rs`), so a body is sliced out rather than scanned for its
+    /// end; one read as text is never parsed at all. The text holds the frames' bytes as they
+    /// are, so it is read as bytes. SQLite's `group_concat` keeps no order, so callers sort.
     async fn fetch_stored<B: StoredBody>(
         &self,
         select: &str,
@@ -364,13 +366,13 @@ impl SqliteStore {
             .fetch_one(&mut *self.lease().await?)
             .await
             .map_err(database_error)?;
-        let text: String = row.try_get("rows").map_err(database_error)?;
+        let text: Vec<u8> = row.try_get("rows").map_err(database_error)?;
         let unreadable = |what: &str| StoreError::Database(format!("a page of stored resources is unreadable: {what}"));
         type Columns = (String, String, u64, String, i64, Option<String>, Option<usize>);
         let mut rows = Vec::new();
-        let mut rest = text.as_str();
+        let mut rest = text.as_slice();
         while !rest.is_empty() {
-            let mut columns = serde_json::Deserializer::from_str(rest).into_iter::<Columns>();
+            let mut columns = serde_json::Deserializer::from_slice(rest).into_iter::<Columns>();
             let (resource_type, id, version_id, last_updated, last_updated_ms, tag, length) = columns
                 .next()
                 .ok_or_else(|| unreadable("a row ends early"))?
@@ -378,9 +380,9 @@ impl SqliteStore {
             rest = &rest[columns.byte_offset()..];
             let body = match length {
                 Some(length) => {
-                    let text = rest.get(..length).ok_or_else(|| unreadable("a body is cut short"))?;
+                    let stored = rest.get(..length).ok_or_else(|| unreadable("a body is cut short"))?;
                     rest = &rest[length..];
-                    Some(B::from_stored(text)?)
+                    Some(B::from_stored(stored)?)
                 }
                 None => None,
             };
@@ -470,11 +472,8 @@ impl SqliteStore {
 }
 
 fn row_to_stored(row: &sqlx::sqlite::SqliteRow) -> Result<StoredResource, StoreError> {
-    let body: Option<String> = row.try_get("body").map_err(database_error)?;
-    let resource = body
-        .map(|body| serde_json::from_str(&body))
-        .transpose()
-        .map_err(|error| StoreError::Database(format!("a stored resource is not JSON: {error}")))?;
+    let stored: Option<Vec<u8>> = row.try_get("body").map_err(database_error)?;
+    let resource = stored.map(|stored| Value::from_stored(&stored)).transpose()?;
     Ok(StoredResource {
         resource_type: row.try_get("resource_type").map_err(database_error)?,
         id: row.try_get("id").map_err(database_error)?,
@@ -582,12 +581,12 @@ enum Lineage {
     Following,
 }
 
-/// One version to write: its key, its body (`None` for a deletion) and its index rows.
+/// One version to write: its key, its body as stored (`None` for a deletion) and its index rows.
 struct VersionRow {
     resource_type: String,
     id: String,
     version: u64,
-    body: Option<String>,
+    body: Option<Vec<u8>>,
     index: Vec<(&'static str, IndexValue)>,
 }
 
@@ -597,7 +596,7 @@ impl VersionRow {
             index: resource
                 .map(|resource| index_values(&resource_type, resource))
                 .unwrap_or_default(),
-            body: resource.map(fhirop::format::json_text),
+            body: resource.map(|resource| body::encode(fhirop::format::json_text(resource))),
             resource_type,
             id,
             version,
@@ -805,7 +804,7 @@ async fn create_all(
                     resource_type: std::mem::take(resource_type),
                     id: std::mem::take(id),
                     version: 1,
-                    body: Some(body),
+                    body: Some(body::encode(body)),
                     index,
                 }
             }
@@ -1354,6 +1353,56 @@ mod tests {
             .collect();
         assert_eq!(families_found, families);
         let as_text: Value = serde_json::from_str(&store.search_resources_json("t", &query).await.unwrap()).unwrap();
+        assert_eq!(as_text, Value::Array(found));
+    }
+
+    #[tokio::test]
+    async fn bodies_are_kept_compressed_and_bodies_kept_as_text_still_read() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        let writes = ["framed", "plain"]
+            .iter()
+            .map(|id| Write::Create {
+                resource: patient(id, "Kept"),
+            })
+            .collect();
+        store.transaction("t", writes).await.unwrap();
+        let stored_body = |id: &'static str| {
+            let store = &store;
+            async move {
+                let mut connection = store.lease().await.unwrap();
+                sqlx::query_scalar::<_, Vec<u8>>("SELECT body FROM resource_current WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(&mut *connection)
+                    .await
+                    .unwrap()
+            }
+        };
+        let framed = stored_body("framed").await;
+        let text = body::decode_text(&framed).unwrap();
+        assert!(!framed.starts_with(b"{") && framed.len() < text.len(), "{framed:?}");
+        // A database written before bodies were compressed holds the text itself.
+        let plain_text = text.replace("\"framed\"", "\"plain\"");
+        {
+            let mut connection = store.lease().await.unwrap();
+            sqlx::query("UPDATE resource_current SET body = ? WHERE id = 'plain'")
+                .bind(&plain_text)
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+        }
+        assert_eq!(stored_body("plain").await, plain_text.as_bytes());
+        let ReadResult::Found(read) = store.read("t", "Patient", "plain").await.unwrap() else {
+            panic!("the text row does not read");
+        };
+        assert_eq!(
+            read.resource.map(|resource| fhirop::format::json_text(&resource)),
+            Some(plain_text)
+        );
+        let found = searched_resources(&store, &search("kept")).await;
+        let ids: Vec<&str> = found.iter().map(|resource| resource["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["framed", "plain"]);
+        let as_text: Value =
+            serde_json::from_str(&store.search_resources_json("t", &search("kept")).await.unwrap()).unwrap();
         assert_eq!(as_text, Value::Array(found));
     }
 
