@@ -15,6 +15,11 @@ use serde_json::{Value, json};
 
 mod baseline;
 
+// The same allocator as the server's own binary (fhirop-server/src/main.rs); the baseline runs
+// in this process too, so both servers are measured with it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmark fhirop against a bare actix-web handler.
 #[derive(Debug, Parser)]
 struct Cli {
