@@ -437,7 +437,7 @@ impl Bots {
     }
 }
 
-/// Medplum's `event.secrets`: the Bot's `secret` settings (name and value[x]) keyed by name.
+/// Medplum's `event.secrets`: the Bot's `secret` settings (name and `value[x]`) keyed by name.
 fn secrets_of(bot: &Value) -> Value {
     let mut secrets = serde_json::Map::new();
     for secret in bot.get("secret").and_then(Value::as_array).into_iter().flatten() {
