@@ -29,7 +29,8 @@ use super::search::{
 /// A resource's current version lives in `resource_current` only; `resource_version` holds
 /// the versions it superseded, moved there when it is updated or deleted, so a create writes
 /// its body once. (Databases written before kept the current version in both tables; reads
-/// take the union, which reads either layout the same.)
+/// take the union, which reads either layout the same.) `body` holds a zstd frame, a BLOB
+/// (`body.rs`), or in rows written before compression the JSON text itself.
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS resource_version (
         tenant TEXT NOT NULL, resource_type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
