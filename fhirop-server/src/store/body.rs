@@ -101,16 +101,16 @@ fn decompress_into(stored: &[u8], size: usize, buffer: &mut Vec<u8>) -> Result<(
     })
 }
 
-/// Hands the JSON text of a stored body, as bytes, to `read`: a frame decompressed into a
-/// buffer the thread reuses (a page of resources parses its bodies one after another), or
-/// text written before compression; it is UTF-8 when the database is intact, and unchecked.
-pub(crate) fn read_text<T>(stored: &[u8], read: impl FnOnce(&[u8]) -> Result<T, StoreError>) -> Result<T, StoreError> {
+/// Hands the JSON text of a stored body to `read`: a frame decompressed into a buffer the
+/// thread reuses (a page of resources parses its bodies one after another), or text written
+/// before compression, read in place.
+pub(crate) fn read_text<T>(stored: &[u8], read: impl FnOnce(&str) -> Result<T, StoreError>) -> Result<T, StoreError> {
     let Some(size) = frame_size(stored)? else {
-        return read(stored);
+        return read(utf8(stored)?);
     };
     // Taken, not borrowed, so that nothing `read` does can find the buffer in use.
     let mut buffer = READ_BUFFER.take();
-    let result = decompress_into(stored, size, &mut buffer).and_then(|()| read(&buffer));
+    let result = decompress_into(stored, size, &mut buffer).and_then(|()| read(utf8(&buffer)?));
     if buffer.capacity() <= KEPT_BUFFER {
         READ_BUFFER.set(buffer);
     }
@@ -119,15 +119,22 @@ pub(crate) fn read_text<T>(stored: &[u8], read: impl FnOnce(&[u8]) -> Result<T, 
 
 /// A stored body's JSON text as a `String` of its own.
 pub(crate) fn decode_text(stored: &[u8]) -> Result<String, StoreError> {
-    let bytes = match frame_size(stored)? {
-        None => stored.to_vec(),
+    match frame_size(stored)? {
+        None => utf8(stored).map(str::to_owned),
         Some(size) => {
             let mut bytes = Vec::new();
             decompress_into(stored, size, &mut bytes)?;
-            bytes
+            String::from_utf8(bytes).map_err(|_| not_utf8())
         }
-    };
-    String::from_utf8(bytes).map_err(|_| unreadable("its text is not UTF-8"))
+    }
+}
+
+fn utf8(text: &[u8]) -> Result<&str, StoreError> {
+    std::str::from_utf8(text).map_err(|_| not_utf8())
+}
+
+fn not_utf8() -> StoreError {
+    unreadable("its text is not UTF-8")
 }
 
 fn unreadable(why: &str) -> StoreError {
@@ -162,7 +169,7 @@ mod tests {
         ] {
             let stored = encode(text.to_owned());
             assert_eq!(decode_text(&stored).unwrap(), text);
-            assert_eq!(read_text(&stored, |bytes| Ok(bytes.to_vec())).unwrap(), text.as_bytes());
+            assert_eq!(read_text(&stored, |read| Ok(read.to_owned())).unwrap(), text);
         }
     }
 
@@ -170,7 +177,7 @@ mod tests {
     fn text_written_before_compression_reads_as_it_is() {
         let text = r#"{"resourceType":"Patient","id":"old"}"#;
         assert_eq!(decode_text(text.as_bytes()).unwrap(), text);
-        let read = read_text(text.as_bytes(), |bytes| Ok(bytes.as_ptr()));
+        let read = read_text(text.as_bytes(), |read| Ok(read.as_ptr()));
         assert_eq!(read.unwrap(), text.as_ptr(), "the stored text itself, not a copy");
     }
 
@@ -189,5 +196,9 @@ mod tests {
             assert!(matches!(read_text(&foreign, |_| Ok(())), Err(StoreError::Database(_))));
         }
         assert!(matches!(decode_text(b"\xff\xfe"), Err(StoreError::Database(_))));
+        assert!(matches!(
+            read_text(b"\xff\xfe", |_| Ok(())),
+            Err(StoreError::Database(_))
+        ));
     }
 }

@@ -214,26 +214,9 @@ impl<'de> serde::de::Visitor<'de> for IndexedMembers<'_> {
 
 /// A member's name, borrowed from the text unless escapes make it differ: most members are
 /// skipped, and their names need no copy.
-struct MemberName<'de>(std::borrow::Cow<'de, str>);
-
-impl<'de> serde::Deserialize<'de> for MemberName<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl<'de> serde::de::Visitor<'de> for Name {
-            type Value = MemberName<'de>;
-            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                formatter.write_str("a member name")
-            }
-            fn visit_borrowed_str<E: serde::de::Error>(self, name: &'de str) -> Result<Self::Value, E> {
-                Ok(MemberName(std::borrow::Cow::Borrowed(name)))
-            }
-            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
-                Ok(MemberName(std::borrow::Cow::Owned(name.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(Name)
-    }
-}
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct MemberName<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
 fn token_values(value: &Value) -> Vec<IndexValue> {
     let token = |system: Option<&Value>, code: Option<&Value>| {

@@ -106,10 +106,7 @@ trait StoredBody: Sized {
 
 impl StoredBody for Value {
     fn from_stored(stored: &[u8]) -> Result<Value, StoreError> {
-        // One check of the whole text is cheaper than the parser's check of each string.
         body::read_text(stored, |text| {
-            let text =
-                std::str::from_utf8(text).map_err(|_| StoreError::Database("a stored resource is not UTF-8".into()))?;
             serde_json::from_str(text)
                 .map_err(|error| StoreError::Database(format!("a stored resource is not JSON: {error}")))
         })
