@@ -1,4 +1,5 @@
-//! The native functions of a Bot's context: `__host(method, argsJson)` and
+//! The native functions of a Bot's context: `__host(method, argsJson)`, which answers with
+//! the reply as a value (`{ok, value}` or `{ok, message, outcome}`), and
 //! `__log(level, text)`, which the prelude captures, and `Math.random`.
 //!
 //! They are plain C functions that own no Rust memory, so the template context holding them
@@ -16,7 +17,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 use std::rc::Rc;
 
-use rquickjs::{Ctx, Exception, Function, IntoJs, Object, Value, qjs};
+use rquickjs::{Ctx, Exception, Function, Object, Value, qjs};
 
 use super::sandbox::Host;
 
@@ -158,7 +159,7 @@ native_function!(host_call, |ctx, arguments| {
         },
         None => failure("no host is serving this execution".to_owned(), serde_json::Value::Null),
     };
-    reply.into_js(ctx)
+    super::json::parse(ctx, &reply)
 });
 
 native_function!(log, |ctx, arguments| {

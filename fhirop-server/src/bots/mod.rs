@@ -7,6 +7,7 @@ mod bridge;
 pub mod event;
 mod heap;
 pub mod host;
+mod json;
 pub mod operation;
 pub mod output;
 pub mod pool;

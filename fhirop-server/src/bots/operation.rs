@@ -102,8 +102,8 @@ pub fn event_base(context: &OperationContext, params: &BoundParams) -> BotEvent 
 }
 
 /// The request's headers as a JSON object, credentials left out, written straight from the
-/// header map. A repeated header is a repeated member, which JSON.parse reads as its last
-/// value in its first place, as a map built first would have held it.
+/// header map. A repeated header is a repeated member, read (as JSON.parse reads it) as its
+/// last value in its first place, as a map built first would have held it.
 struct HeadersJson<'a>(&'a actix_web::http::header::HeaderMap);
 
 impl serde::Serialize for HeadersJson<'_> {

@@ -1,6 +1,6 @@
 // What every Bot execution sees besides the ECMAScript built-ins: `medplum`, Medplum's client
 // API answered in process by this server's store, and `console`, captured for the AuditEvent.
-// Both are written over one host function taking and returning JSON text.
+// Both are written over one host function taking JSON text and returning the reply as a value.
 const host = globalThis.__host;
 const log = globalThis.__log;
 delete globalThis.__host;
@@ -8,7 +8,7 @@ delete globalThis.__log;
 
 function call(method, args) {
   return new Promise((resolve, reject) => {
-    const reply = JSON.parse(host(method, JSON.stringify(args)));
+    const reply = host(method, JSON.stringify(args));
     if (reply.ok) {
       resolve(reply.value);
     } else {

@@ -2,16 +2,17 @@
 //! time limits; a fresh context per execution, restored from a snapshot of the template
 //! (`heap.rs`); bytecode compiled once per deployed version.
 //!
-//! The only bridge to the host is one function taking and returning JSON text; the
-//! `medplum` object and `console` are written in JavaScript on top of it (`prelude.js`), so
-//! the host surface is one small, auditable function (`bridge.rs`).
+//! The only bridge to the host is one function taking JSON text and returning the reply's
+//! value (read by `json.rs`); the `medplum` object and `console` are written in JavaScript on
+//! top of it (`prelude.js`), so the host surface is one small, auditable function
+//! (`bridge.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::bridge;
 use super::heap::Region;
+use super::{bridge, json};
 
 use rquickjs::context::intrinsic;
 use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Runtime, Value, module::WriteOptions};
@@ -247,7 +248,7 @@ impl Engine {
             };
             let globals = ctx.globals();
             let medplum: Value = globals.get("medplum").map_err(|error| engine_error(error, limit))?;
-            let event = ctx.json_parse(event_json.to_owned()).catch(&ctx).map_err(caught)?;
+            let event = json::parse(&ctx, event_json).catch(&ctx).map_err(caught)?;
             let returned: Value = handler.call((medplum, event)).catch(&ctx).map_err(caught)?;
             let value: Value = match returned.as_promise() {
                 Some(promise) => match promise.finish::<Value>().catch(&ctx) {
