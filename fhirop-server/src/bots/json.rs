@@ -1,27 +1,36 @@
-//! JSON text into QuickJS values in one pass over the text, for what the server hands a Bot:
-//! its `event` and every reply of the host (a page of search results, a resource).
+//! JSON between the server and a Bot's QuickJS values, in one pass each way: the text the
+//! server hands a Bot (its `event`, every reply of the host) becomes values, and the value a
+//! handler returns becomes text.
 //!
 //! QuickJS's `JSON.parse` makes a string of every key before it looks the key up among the
 //! atoms, and grows every array one element at a time; it was the largest part of a Bot
 //! execution that reads a page of results. Here the text is read with jiter, a key already
-//! known is found without an allocation, and an array is made at its length.
+//! known is found without an allocation, and an array is made at its length. Its
+//! `JSON.stringify` quotes every key into a new string and looks `toJSON` up on every value;
+//! [`stringify`] writes plain objects and arrays straight into one buffer.
 //!
-//! The value is the one `JSON.parse` gives: own enumerable data properties in the text's
-//! order (a repeated key keeps its first place and takes its last value), `__proto__` an own
-//! property like any other key, numbers as doubles, read correctly rounded. Text this does not
-//! take, invalid or nested deeper than [`MAX_DEPTH`], goes to `JSON.parse` itself, which gives
-//! the same value or throws its own SyntaxError.
+//! Both give what QuickJS's own functions give. Parsed: own enumerable data properties in the
+//! text's order (a repeated key keeps its first place and takes its last value), `__proto__`
+//! an own property like any other key, numbers as doubles, read correctly rounded.
+//! Stringified: own enumerable string-keyed properties in property order, `undefined`,
+//! functions and symbols left out of objects and `null` in arrays, non-finite numbers `null`.
+//! Whatever this module does not take (invalid text, lone surrogates, nesting deeper than
+//! [`MAX_DEPTH`], a `toJSON`, an accessor, any object but a plain object or array) goes to
+//! QuickJS's own function before anything observable has happened, and gets its answer or
+//! its exception.
 
 #![allow(unsafe_code)]
 
 use std::ffi::c_int;
+use std::io::Write as _;
+use std::ptr;
 
 use jiter::{Jiter, Peek};
 use rquickjs::{Ctx, Value, qjs};
 
-/// Nesting this builder recurses to; deeper text is `JSON.parse`'s, whose stack check
-/// knows the engine's limit. Everything the server hands a Bot is shallower (request bodies
-/// are refused beyond 100 levels).
+/// Nesting this module recurses to; anything deeper is QuickJS's, whose stack check knows
+/// the engine's limit (and whose `JSON.stringify` names a cycle). Everything the server hands
+/// a Bot is shallower (request bodies are refused beyond 100 levels).
 const MAX_DEPTH: usize = 200;
 
 const DATA_PROPERTY: c_int = qjs::JS_PROP_C_W_E as c_int;
@@ -30,7 +39,7 @@ const DATA_PROPERTY: c_int = qjs::JS_PROP_C_W_E as c_int;
 pub(super) fn parse<'js>(ctx: &Ctx<'js>, text: &str) -> rquickjs::Result<Value<'js>> {
     match build(ctx, text) {
         Ok(value) => Ok(value),
-        Err(Refusal::Text) => ctx.json_parse(text),
+        Err(Refusal::Unusual) => ctx.json_parse(text),
         Err(Refusal::Thrown) => Err(rquickjs::Error::Exception),
     }
 }
@@ -41,20 +50,20 @@ fn build<'js>(ctx: &Ctx<'js>, text: &str) -> Result<Value<'js>, Refusal> {
         jiter: Jiter::new(text.as_bytes()),
         elements: Vec::new(),
     };
-    let peek = builder.jiter.peek().map_err(|_| Refusal::Text)?;
+    let peek = builder.jiter.peek().map_err(|_| Refusal::Unusual)?;
     let value = builder.value(peek, 0)?;
     // SAFETY: `value` is an owned value of this context; `from_raw` takes that reference, and
     // dropping the handle releases it when trailing text refuses the whole.
     let value = unsafe { Value::from_raw(ctx.clone(), value) };
-    builder.jiter.finish().map_err(|_| Refusal::Text)?;
+    builder.jiter.finish().map_err(|_| Refusal::Unusual)?;
     Ok(value)
 }
 
 /// Why the builder stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
-    /// The text is not JSON this builder takes: `JSON.parse` answers it.
-    Text,
+    /// Not what this module takes: QuickJS's own JSON functions answer it.
+    Unusual,
     /// QuickJS threw (out of memory); the exception is pending in the context.
     Thrown,
 }
@@ -75,25 +84,25 @@ impl Builder<'_> {
                 .jiter
                 .known_null()
                 .map(|()| qjs::JS_NULL)
-                .map_err(|_| Refusal::Text),
+                .map_err(|_| Refusal::Unusual),
             Peek::True | Peek::False => match self.jiter.known_bool(peek) {
                 Ok(true) => Ok(qjs::JS_TRUE),
                 Ok(false) => Ok(qjs::JS_FALSE),
-                Err(_) => Err(Refusal::Text),
+                Err(_) => Err(Refusal::Unusual),
             },
             Peek::String => {
-                let text = self.jiter.known_str().map_err(|_| Refusal::Text)?;
+                let text = self.jiter.known_str().map_err(|_| Refusal::Unusual)?;
                 // SAFETY: the context is live; the pointer and length are a UTF-8 slice.
                 owned(unsafe { qjs::JS_NewStringLen(self.ctx, text.as_ptr().cast(), text.len() as qjs::size_t) })
             }
             Peek::Array if depth < MAX_DEPTH => self.array(depth + 1),
             Peek::Object if depth < MAX_DEPTH => self.object(depth + 1),
             _ if peek.is_num() => {
-                let number = self.jiter.known_float(peek).map_err(|_| Refusal::Text)?;
+                let number = self.jiter.known_float(peek).map_err(|_| Refusal::Unusual)?;
                 // SAFETY: the context is live. An integral double in range comes back an int.
                 Ok(unsafe { qjs::JS_NewNumber(self.ctx, number) })
             }
-            _ => Err(Refusal::Text),
+            _ => Err(Refusal::Unusual),
         }
     }
 
@@ -104,7 +113,7 @@ impl Builder<'_> {
             let peek = match next {
                 Ok(Some(peek)) => peek,
                 Ok(None) => break,
-                Err(_) => return Err(self.drop_elements(first, Refusal::Text)),
+                Err(_) => return Err(self.drop_elements(first, Refusal::Unusual)),
             };
             match self.value(peek, depth) {
                 Ok(element) => self.elements.push(element),
@@ -113,7 +122,7 @@ impl Builder<'_> {
             next = self.jiter.array_step();
         }
         let Ok(count) = c_int::try_from(self.elements.len() - first) else {
-            return Err(self.drop_elements(first, Refusal::Text));
+            return Err(self.drop_elements(first, Refusal::Unusual));
         };
         // SAFETY: the context is live and the elements from `first` are `count` owned values,
         // whose references JS_NewArrayFrom takes over (it frees them when it fails).
@@ -146,13 +155,13 @@ impl Builder<'_> {
         let mut key = self
             .jiter
             .known_object()
-            .map_err(|_| Refusal::Text)?
+            .map_err(|_| Refusal::Unusual)?
             .map(|key| atom(self.ctx, key));
         while let Some(name) = key {
             let name = name?;
             let peek = match self.jiter.peek() {
                 Ok(peek) => peek,
-                Err(_) => return Err(self.drop_atom(name, Refusal::Text)),
+                Err(_) => return Err(self.drop_atom(name, Refusal::Unusual)),
             };
             let member = match self.value(peek, depth) {
                 Ok(member) => member,
@@ -168,7 +177,7 @@ impl Builder<'_> {
             key = self
                 .jiter
                 .next_key()
-                .map_err(|_| Refusal::Text)?
+                .map_err(|_| Refusal::Unusual)?
                 .map(|key| atom(self.ctx, key));
         }
         Ok(())
@@ -217,6 +226,336 @@ fn owned(value: qjs::JSValue) -> Result<qjs::JSValue, Refusal> {
     }
 }
 
+/// `JSON.stringify(value)`; `None` where that is `undefined` (a function, a symbol).
+pub(super) fn stringify<'js>(ctx: &Ctx<'js>, value: Value<'js>) -> rquickjs::Result<Option<String>> {
+    match write(ctx, &value) {
+        Ok(text) => Ok(text),
+        Err(Refusal::Unusual) => match ctx.json_stringify(value)? {
+            Some(text) => text.to_string().map(Some),
+            None => Ok(None),
+        },
+        Err(Refusal::Thrown) => Err(rquickjs::Error::Exception),
+    }
+}
+
+fn write(ctx: &Ctx<'_>, value: &Value<'_>) -> Result<Option<String>, Refusal> {
+    let raw = ctx.as_raw().as_ptr();
+    // SAFETY: the context is live; the probe object is released at once.
+    let plain_object_class = unsafe {
+        let probe = owned(qjs::JS_NewObject(raw))?;
+        let class = qjs::JS_GetClassID(probe);
+        qjs::JS_FreeValue(raw, probe);
+        class
+    };
+    let mut writer = Writer {
+        ctx: raw,
+        out: Vec::new(),
+        plain_object_class,
+        to_json: OwnedAtom::new(raw, "toJSON")?,
+        length: OwnedAtom::new(raw, "length")?,
+    };
+    if !writer.value(value.as_raw(), 0)? {
+        return Ok(None);
+    }
+    String::from_utf8(writer.out).map(Some).map_err(|_| Refusal::Unusual)
+}
+
+/// An atom this module holds a reference to.
+struct OwnedAtom {
+    ctx: *mut qjs::JSContext,
+    atom: qjs::JSAtom,
+}
+
+impl OwnedAtom {
+    fn new(ctx: *mut qjs::JSContext, name: &str) -> Result<OwnedAtom, Refusal> {
+        Ok(OwnedAtom {
+            ctx,
+            atom: atom(ctx, name)?,
+        })
+    }
+}
+
+impl Drop for OwnedAtom {
+    fn drop(&mut self) {
+        // SAFETY: the reference is this handle's.
+        unsafe { qjs::JS_FreeAtom(self.ctx, self.atom) };
+    }
+}
+
+struct Writer {
+    ctx: *mut qjs::JSContext,
+    out: Vec<u8>,
+    plain_object_class: qjs::JSClassID,
+    to_json: OwnedAtom,
+    length: OwnedAtom,
+}
+
+impl Writer {
+    /// Writes `value` (borrowed); false when JSON has no text for it (`undefined`, a function,
+    /// a symbol), which the caller leaves out or writes as `null`.
+    fn value(&mut self, value: qjs::JSValue, depth: usize) -> Result<bool, Refusal> {
+        // SAFETY: `value` is a live value of this context, borrowed for the call.
+        let tag = unsafe { qjs::JS_VALUE_GET_TAG(value) };
+        match tag {
+            qjs::JS_TAG_NULL => self.out.extend_from_slice(b"null"),
+            qjs::JS_TAG_BOOL => {
+                // SAFETY: a bool-tagged value.
+                let literal: &[u8] = if unsafe { qjs::JS_VALUE_GET_BOOL(value) } {
+                    b"true"
+                } else {
+                    b"false"
+                };
+                self.out.extend_from_slice(literal);
+            }
+            // SAFETY: an int-tagged value.
+            qjs::JS_TAG_INT => self.integer(i128::from(unsafe { qjs::JS_VALUE_GET_INT(value) })),
+            qjs::JS_TAG_FLOAT64 => {
+                // SAFETY: a float-tagged value.
+                let number = unsafe { qjs::JS_VALUE_GET_FLOAT64(value) };
+                if !number.is_finite() {
+                    self.out.extend_from_slice(b"null");
+                } else if number.fract() == 0.0 && number.abs() < 1e21 {
+                    // Integral doubles below 10^21 are written out in full, as JavaScript
+                    // does; -0 is 0.
+                    self.integer(number as i128);
+                } else {
+                    // JavaScript's own shortest form (1.5e-7, 1e+21).
+                    self.text_of(value, |out, text| out.extend_from_slice(text.as_bytes()))?;
+                }
+            }
+            qjs::JS_TAG_STRING | qjs::JS_TAG_STRING_ROPE => {
+                self.text_of(value, |out, text| {
+                    // JSON.stringify's escapes: the short ones, \u00xx for other controls.
+                    let _ = serde_json::to_writer(out, text);
+                })?;
+            }
+            qjs::JS_TAG_UNDEFINED | qjs::JS_TAG_SYMBOL => return Ok(false),
+            qjs::JS_TAG_OBJECT => {
+                // SAFETY: the context is live and `value` an object.
+                if unsafe { qjs::JS_IsFunction(self.ctx, value) } {
+                    return Ok(false);
+                }
+                if depth >= MAX_DEPTH || self.has_to_json(value)? {
+                    return Err(Refusal::Unusual);
+                }
+                // SAFETY: `value` is an object.
+                let class = unsafe { qjs::JS_GetClassID(value) };
+                // SAFETY: as above.
+                if unsafe { qjs::JS_IsArray(value) } {
+                    self.array(value, depth + 1)?;
+                } else if class == self.plain_object_class {
+                    self.object(value, depth + 1)?;
+                } else {
+                    return Err(Refusal::Unusual);
+                }
+            }
+            // BigInts (which JSON.stringify refuses) and anything else.
+            _ => return Err(Refusal::Unusual),
+        }
+        Ok(true)
+    }
+
+    fn integer(&mut self, number: i128) {
+        let _ = write!(self.out, "{number}");
+    }
+
+    /// Hands `write` the UTF-8 text of `value` (a string or a number); a string holding a
+    /// lone surrogate, which no UTF-8 holds, is QuickJS's to write.
+    fn text_of(&mut self, value: qjs::JSValue, write: impl FnOnce(&mut Vec<u8>, &str)) -> Result<(), Refusal> {
+        let mut length: qjs::size_t = 0;
+        // SAFETY: the context is live; the text is released below, and an ASCII string's own
+        // bytes are lent rather than copied.
+        let text = unsafe { qjs::JS_ToCStringLen2(self.ctx, &mut length, value, false) };
+        if text.is_null() {
+            return Err(Refusal::Thrown);
+        }
+        // SAFETY: QuickJS returned `length` readable bytes at `text`.
+        let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), length as usize) };
+        let written = match std::str::from_utf8(bytes) {
+            Ok(text) => {
+                write(&mut self.out, text);
+                Ok(())
+            }
+            Err(_) => Err(Refusal::Unusual),
+        };
+        // SAFETY: `text` came from JS_ToCStringLen2 of this context.
+        unsafe { qjs::JS_FreeCString(self.ctx, text) };
+        written
+    }
+
+    /// Whether `object` or a prototype of it has a `toJSON`, looked up without running
+    /// anything: a proxy on the way is QuickJS's.
+    fn has_to_json(&self, object: qjs::JSValue) -> Result<bool, Refusal> {
+        // SAFETY: the context is live; each prototype reference taken is released.
+        unsafe {
+            let mut current = qjs::JS_DupValue(self.ctx, object);
+            loop {
+                let found = if qjs::JS_VALUE_GET_TAG(current) != qjs::JS_TAG_OBJECT {
+                    qjs::JS_FreeValue(self.ctx, current);
+                    return Ok(false);
+                } else if qjs::JS_IsProxy(current) {
+                    Err(Refusal::Unusual)
+                } else {
+                    match qjs::JS_GetOwnProperty(self.ctx, ptr::null_mut(), current, self.to_json.atom) {
+                        0 => Ok(false),
+                        1 => Ok(true),
+                        _ => Err(Refusal::Thrown),
+                    }
+                };
+                if found != Ok(false) {
+                    qjs::JS_FreeValue(self.ctx, current);
+                    return found;
+                }
+                let prototype = qjs::JS_GetPrototype(self.ctx, current);
+                qjs::JS_FreeValue(self.ctx, current);
+                current = owned(prototype)?;
+            }
+        }
+    }
+
+    /// An own data property of `object`: its value (owned), `None` when there is none, or
+    /// [`Refusal::Unusual`] for an accessor, whose getter only QuickJS may run.
+    fn own_data(&self, object: qjs::JSValue, name: qjs::JSAtom) -> Result<Option<qjs::JSValue>, Refusal> {
+        let mut descriptor = qjs::JSPropertyDescriptor {
+            flags: 0,
+            value: qjs::JS_UNDEFINED,
+            getter: qjs::JS_UNDEFINED,
+            setter: qjs::JS_UNDEFINED,
+        };
+        // SAFETY: the context is live; a found descriptor's three values are ours to release.
+        unsafe {
+            match qjs::JS_GetOwnProperty(self.ctx, &mut descriptor, object, name) {
+                0 => return Ok(None),
+                1 => {}
+                _ => return Err(Refusal::Thrown),
+            }
+            qjs::JS_FreeValue(self.ctx, descriptor.getter);
+            qjs::JS_FreeValue(self.ctx, descriptor.setter);
+            if descriptor.flags & qjs::JS_PROP_GETSET as c_int != 0 {
+                qjs::JS_FreeValue(self.ctx, descriptor.value);
+                return Err(Refusal::Unusual);
+            }
+        }
+        Ok(Some(descriptor.value))
+    }
+
+    /// Writes the owned `value` and releases it.
+    fn owned_value(&mut self, value: qjs::JSValue, depth: usize) -> Result<bool, Refusal> {
+        let written = self.value(value, depth);
+        // SAFETY: the value is this writer's.
+        unsafe { qjs::JS_FreeValue(self.ctx, value) };
+        written
+    }
+
+    fn array(&mut self, array: qjs::JSValue, depth: usize) -> Result<(), Refusal> {
+        let length = match self.own_data(array, self.length.atom)? {
+            // SAFETY: an array's length is an int or a float, never a reference.
+            Some(length) => match unsafe { qjs::JS_VALUE_GET_TAG(length) } {
+                qjs::JS_TAG_INT => {
+                    u32::try_from(unsafe { qjs::JS_VALUE_GET_INT(length) }).map_err(|_| Refusal::Unusual)?
+                }
+                _ => return Err(Refusal::Unusual),
+            },
+            None => return Err(Refusal::Unusual),
+        };
+        self.out.push(b'[');
+        for index in 0..length {
+            if index > 0 {
+                self.out.push(b',');
+            }
+            // SAFETY: the context is live; the atom of an index is released below.
+            let name = unsafe { qjs::JS_NewAtomUInt32(self.ctx, index) };
+            if name == qjs::JS_ATOM_NULL {
+                return Err(Refusal::Thrown);
+            }
+            let element = self.own_data(array, name);
+            self.drop_atom(name);
+            // A hole would be read through the prototype chain: QuickJS's to do.
+            let element = element?.ok_or(Refusal::Unusual)?;
+            if !self.owned_value(element, depth)? {
+                self.out.extend_from_slice(b"null");
+            }
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+
+    fn object(&mut self, object: qjs::JSValue, depth: usize) -> Result<(), Refusal> {
+        let mut names: *mut qjs::JSPropertyEnum = ptr::null_mut();
+        let mut count: u32 = 0;
+        let flags = (qjs::JS_GPN_STRING_MASK | qjs::JS_GPN_ENUM_ONLY) as c_int;
+        // SAFETY: the context is live; the table is released below.
+        if unsafe { qjs::JS_GetOwnPropertyNames(self.ctx, &mut names, &mut count, object, flags) } < 0 {
+            return Err(Refusal::Thrown);
+        }
+        let written = self.members(object, names, count, depth);
+        // SAFETY: the table came from JS_GetOwnPropertyNames with `count` entries.
+        unsafe { qjs::JS_FreePropertyEnum(self.ctx, names, count) };
+        written
+    }
+
+    fn members(
+        &mut self,
+        object: qjs::JSValue,
+        names: *mut qjs::JSPropertyEnum,
+        count: u32,
+        depth: usize,
+    ) -> Result<(), Refusal> {
+        let names = if count == 0 {
+            &[][..]
+        } else {
+            // SAFETY: JS_GetOwnPropertyNames filled `count` entries at `names`.
+            unsafe { std::slice::from_raw_parts(names, count as usize) }
+        };
+        self.out.push(b'{');
+        let mut first = true;
+        for name in names {
+            let Some(member) = self.own_data(object, name.atom)? else {
+                continue;
+            };
+            let start = self.out.len();
+            if !first {
+                self.out.push(b',');
+            }
+            self.name(name.atom)?;
+            self.out.push(b':');
+            if self.owned_value(member, depth)? {
+                first = false;
+            } else {
+                self.out.truncate(start);
+            }
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    fn name(&mut self, name: qjs::JSAtom) -> Result<(), Refusal> {
+        let mut length: qjs::size_t = 0;
+        // SAFETY: the context is live; the text is released below.
+        let text = unsafe { qjs::JS_AtomToCStringLen(self.ctx, &mut length, name) };
+        if text.is_null() {
+            return Err(Refusal::Thrown);
+        }
+        // SAFETY: QuickJS returned `length` readable bytes at `text`.
+        let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), length as usize) };
+        let written = match std::str::from_utf8(bytes) {
+            Ok(text) => {
+                let _ = serde_json::to_writer(&mut self.out, text);
+                Ok(())
+            }
+            Err(_) => Err(Refusal::Unusual),
+        };
+        // SAFETY: `text` came from JS_AtomToCStringLen of this context.
+        unsafe { qjs::JS_FreeCString(self.ctx, text) };
+        written
+    }
+
+    fn drop_atom(&self, name: qjs::JSAtom) {
+        // SAFETY: the atom's reference is this writer's.
+        unsafe { qjs::JS_FreeAtom(self.ctx, name) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,7 +583,7 @@ mod tests {
             let describe: Function = ctx.eval(DESCRIBE).expect("the describer");
             match build(&ctx, text) {
                 Ok(_) => assert!(taken, "the builder took {text}"),
-                Err(refusal) => assert_eq!((taken, refusal), (false, Refusal::Text), "{text}"),
+                Err(refusal) => assert_eq!((taken, refusal), (false, Refusal::Unusual), "{text}"),
             }
             (
                 seen(&ctx, &describe, parse(&ctx, text)),
@@ -346,5 +685,106 @@ mod tests {
         handed_to_json_parse(&deep_objects).expect("valid JSON");
         // As deep as it recurses, it answers itself.
         same_as_json_parse(&format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH)));
+    }
+
+    /// What this writer and JSON.stringify make of the value of the script `source`; `taken`
+    /// says whether the writer itself must answer.
+    #[track_caller]
+    fn stringified(source: &str, taken: bool) -> Option<String> {
+        let runtime = Runtime::new().expect("a runtime");
+        let context = Context::full(&runtime).expect("a context");
+        context.with(|ctx| {
+            let value: Value = ctx.eval(source).expect("the value");
+            match write(&ctx, &value) {
+                Ok(_) => assert!(taken, "the writer took {source}"),
+                Err(refusal) => assert_eq!((taken, refusal), (false, Refusal::Unusual), "{source}"),
+            }
+            let ours = stringify(&ctx, value.clone()).expect("stringified");
+            let quickjs = ctx
+                .json_stringify(value)
+                .expect("stringified by QuickJS")
+                .map(|text| text.to_string().expect("text"));
+            assert_eq!(ours, quickjs, "{source}");
+            ours
+        })
+    }
+
+    #[test]
+    fn plain_values_are_written_as_json_stringify_writes_them() {
+        for source in [
+            r#"({resourceType: 'Patient', name: [{family: 'Smith', given: ['John']}], active: true, photo: null})"#,
+            r#"[1, -2, 3.25, 1e3, 2e-3, 1e21, 1e-7, 1.5e-7, 123456789.123456789, 0.1 + 0.2, 2 ** 53 + 2, -0, 1e20, NaN, Infinity, -Infinity]"#,
+            r#"({text: 'tab\t quote" backslash\\ line\n \u0001 \u007f \u2028 é € 😀'})"#,
+            r#"({b: 1, a: 2, 10: 3, 2: 4, "": 5, "é": 6, __proto__: null})"#,
+            r#"({skipped: undefined, f() {}, s: Symbol('x'), [Symbol('k')]: 1, kept: [undefined, () => 1, Symbol('y')]})"#,
+            r#"Object.defineProperty({shown: 1}, 'hidden', {value: 2, enumerable: false})"#,
+            r#"Object.assign(Object.create(null), {bare: true})"#,
+            r#"Object.assign(Object.create({inherited: 1}), {own: 2})"#,
+            "({a: {}, b: [], c: [[], [{}]]})",
+            // An array's other properties are not written.
+            "Object.assign([1, 2], {extra: true})",
+            "'a string alone'",
+            "42",
+            "null",
+            "false",
+        ] {
+            stringified(source, true);
+        }
+        assert_eq!(stringified("undefined", true), None);
+        assert_eq!(stringified("(function () {})", true), None);
+        assert_eq!(
+            stringified("[-0, 1e21, 1.5e-7]", true).as_deref(),
+            Some("[0,1e+21,1.5e-7]")
+        );
+    }
+
+    #[test]
+    fn values_it_does_not_take_get_json_stringify_answer() {
+        for source in [
+            "({when: new Date(0)})",
+            "({own: {toJSON() { return 'mine'; }}})",
+            "Object.prototype.toJSON = function () { return 'everyone'; }; ({a: 1})",
+            "({wrapped: [new String('s'), new Number(1), new Boolean(false)]})",
+            "({map: new Map([[1, 2]]), set: new Set([1])})",
+            "[1, , 3]",
+            r#"["\ud800", "x\udc00"]"#,
+            "({proxied: new Proxy({a: 1}, {})})",
+            "Object.setPrototypeOf({a: 1}, new Proxy({}, {}))",
+            "(function () { return arguments; })(1, 2)",
+        ] {
+            stringified(source, false);
+        }
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 5), "]".repeat(MAX_DEPTH + 5));
+        stringified(&deep, false);
+    }
+
+    #[test]
+    fn a_getter_runs_once_in_json_stringify_order() {
+        let runtime = Runtime::new().expect("a runtime");
+        let context = Context::full(&runtime).expect("a context");
+        context.with(|ctx| {
+            let source = "let reads = 0; const o = {a: 1, get b() { return ++reads; }, c: 3}; [o, o]";
+            let value: Value = ctx.eval(source).expect("the value");
+            assert_eq!(write(&ctx, &value).err(), Some(Refusal::Unusual));
+            let text = stringify(&ctx, value).expect("stringified");
+            assert_eq!(text.as_deref(), Some(r#"[{"a":1,"b":1,"c":3},{"a":1,"b":2,"c":3}]"#));
+        });
+    }
+
+    #[test]
+    fn what_json_stringify_refuses_throws_its_own_error() {
+        let runtime = Runtime::new().expect("a runtime");
+        let context = Context::full(&runtime).expect("a context");
+        context.with(|ctx| {
+            for source in ["const o = {}; o.self = o; o", "({big: 10n})"] {
+                let value: Value = ctx.eval(source).expect("the value");
+                assert!(
+                    matches!(stringify(&ctx, value), Err(rquickjs::Error::Exception)),
+                    "{source}"
+                );
+                let thrown = ctx.catch().as_exception().map(|exception| exception.to_string());
+                assert!(thrown.is_some_and(|message| !message.is_empty()), "{source}");
+            }
+        });
     }
 }

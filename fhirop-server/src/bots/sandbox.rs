@@ -268,11 +268,8 @@ impl Engine {
                 },
                 None => returned,
             };
-            let text = ctx.json_stringify(value).catch(&ctx).map_err(caught)?;
-            Ok(match text {
-                Some(text) => text.to_string().map_err(|error| engine_error(error, limit))?,
-                None => "null".to_owned(),
-            })
+            let text = json::stringify(&ctx, value).catch(&ctx).map_err(caught)?;
+            Ok(text.unwrap_or_else(|| "null".to_owned()))
         })
     }
 
