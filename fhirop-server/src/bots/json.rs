@@ -59,7 +59,7 @@ fn build<'js>(ctx: &Ctx<'js>, text: &str) -> Result<Value<'js>, Refusal> {
     Ok(value)
 }
 
-/// Why the builder stopped.
+/// Why the builder or the writer stopped short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
     /// Not what this module takes: QuickJS's own JSON functions answer it.
