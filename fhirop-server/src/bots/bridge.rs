@@ -1,6 +1,6 @@
 //! The native functions of a Bot's context: `__host(method, argsJson)`, which answers with
-//! the reply as a value (`{ok, value}` or `{ok, message, outcome}`), and
-//! `__log(level, text)`, which the prelude captures, and `Math.random`.
+//! the reply as a value (`{ok, value}` or `{ok, message, outcome}`), and `__log(level, text)`,
+//! both of which the prelude captures; and `Math.random`.
 //!
 //! They are plain C functions that own no Rust memory, so the template context holding them
 //! can be snapshotted and restored (`heap.rs`): a Rust closure would live in a box that a
