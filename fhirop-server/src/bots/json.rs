@@ -156,64 +156,80 @@ impl Builder<'_> {
             .jiter
             .known_object()
             .map_err(|_| Refusal::Unusual)?
-            .map(|key| atom(self.ctx, key));
+            .map(|key| OwnedAtom::new(self.ctx, key));
         while let Some(name) = key {
             let name = name?;
-            let peek = match self.jiter.peek() {
-                Ok(peek) => peek,
-                Err(_) => return Err(self.drop_atom(name, Refusal::Unusual)),
-            };
-            let member = match self.value(peek, depth) {
-                Ok(member) => member,
-                Err(refusal) => return Err(self.drop_atom(name, refusal)),
-            };
+            let peek = self.jiter.peek().map_err(|_| Refusal::Unusual)?;
+            let member = self.value(peek, depth)?;
             // SAFETY: the context is live; JS_DefinePropertyValue takes the member's reference
-            // (freeing it when it fails) and leaves the atom's to us.
-            let defined = unsafe { qjs::JS_DefinePropertyValue(self.ctx, object, name, member, DATA_PROPERTY) };
-            self.drop_atom(name, Refusal::Thrown);
-            if defined < 0 {
+            // (freeing it when it fails) and leaves the atom's to `name`.
+            if unsafe { qjs::JS_DefinePropertyValue(self.ctx, object, name.atom, member, DATA_PROPERTY) } < 0 {
                 return Err(Refusal::Thrown);
             }
             key = self
                 .jiter
                 .next_key()
                 .map_err(|_| Refusal::Unusual)?
-                .map(|key| atom(self.ctx, key));
+                .map(|key| OwnedAtom::new(self.ctx, key));
         }
         Ok(())
     }
+}
 
-    fn drop_atom(&self, name: qjs::JSAtom, refusal: Refusal) -> Refusal {
-        // SAFETY: the atom's reference is this builder's.
-        unsafe { qjs::JS_FreeAtom(self.ctx, name) };
-        refusal
+/// An atom this module holds a reference to, released when dropped.
+struct OwnedAtom {
+    ctx: *mut qjs::JSContext,
+    atom: qjs::JSAtom,
+}
+
+impl OwnedAtom {
+    /// The atom of a member name, as JSON.parse makes it from the name's string.
+    fn new(ctx: *mut qjs::JSContext, key: &str) -> Result<OwnedAtom, Refusal> {
+        // JS_NewAtomLen finds an interned ASCII name without allocating; it compares bytes
+        // with Latin-1 atoms, so any other name goes through a string of its own.
+        let atom = if key.is_ascii() {
+            // SAFETY: the context is live; the pointer and length are the key's bytes.
+            unsafe { qjs::JS_NewAtomLen(ctx, key.as_ptr().cast(), key.len() as qjs::size_t) }
+        } else {
+            // SAFETY: the context is live; the string is freed once the atom holds its own
+            // reference.
+            unsafe {
+                let string = owned(qjs::JS_NewStringLen(ctx, key.as_ptr().cast(), key.len() as qjs::size_t))?;
+                let atom = qjs::JS_ValueToAtom(ctx, string);
+                qjs::JS_FreeValue(ctx, string);
+                atom
+            }
+        };
+        OwnedAtom::checked(ctx, atom)
+    }
+
+    /// The atom of an array index.
+    fn index(ctx: *mut qjs::JSContext, index: u32) -> Result<OwnedAtom, Refusal> {
+        // SAFETY: the context is live.
+        OwnedAtom::checked(ctx, unsafe { qjs::JS_NewAtomUInt32(ctx, index) })
+    }
+
+    fn checked(ctx: *mut qjs::JSContext, atom: qjs::JSAtom) -> Result<OwnedAtom, Refusal> {
+        if atom == qjs::JS_ATOM_NULL {
+            Err(Refusal::Thrown)
+        } else {
+            Ok(OwnedAtom { ctx, atom })
+        }
     }
 }
 
-/// The atom of a member name, as JSON.parse makes it from the name's string.
-fn atom(ctx: *mut qjs::JSContext, key: &str) -> Result<qjs::JSAtom, Refusal> {
-    // JS_NewAtomLen finds an interned ASCII name without allocating; it compares bytes with
-    // Latin-1 atoms, so any other name goes through a string of its own.
-    if key.is_ascii() {
-        // SAFETY: the context is live; the pointer and length are the key's bytes.
-        let name = unsafe { qjs::JS_NewAtomLen(ctx, key.as_ptr().cast(), key.len() as qjs::size_t) };
-        return if name == qjs::JS_ATOM_NULL {
-            Err(Refusal::Thrown)
-        } else {
-            Ok(name)
-        };
+impl Drop for OwnedAtom {
+    fn drop(&mut self) {
+        // SAFETY: the reference is this handle's.
+        unsafe { qjs::JS_FreeAtom(self.ctx, self.atom) };
     }
-    // SAFETY: the context is live; the string is freed once the atom holds its own reference.
-    unsafe {
-        let string = owned(qjs::JS_NewStringLen(ctx, key.as_ptr().cast(), key.len() as qjs::size_t))?;
-        let name = qjs::JS_ValueToAtom(ctx, string);
-        qjs::JS_FreeValue(ctx, string);
-        if name == qjs::JS_ATOM_NULL {
-            Err(Refusal::Thrown)
-        } else {
-            Ok(name)
-        }
-    }
+}
+
+/// Writes `text` as a JSON string with JSON.stringify's escapes: the short ones, `\u00xx`
+/// for the other controls, nothing else.
+fn quoted(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, text);
 }
 
 /// A value QuickJS returned, or [`Refusal::Thrown`] when it is the exception marker.
@@ -260,28 +276,6 @@ fn write(ctx: &Ctx<'_>, value: &Value<'_>) -> Result<Option<String>, Refusal> {
     String::from_utf8(writer.out).map(Some).map_err(|_| Refusal::Unusual)
 }
 
-/// An atom this module holds a reference to.
-struct OwnedAtom {
-    ctx: *mut qjs::JSContext,
-    atom: qjs::JSAtom,
-}
-
-impl OwnedAtom {
-    fn new(ctx: *mut qjs::JSContext, name: &str) -> Result<OwnedAtom, Refusal> {
-        Ok(OwnedAtom {
-            ctx,
-            atom: atom(ctx, name)?,
-        })
-    }
-}
-
-impl Drop for OwnedAtom {
-    fn drop(&mut self) {
-        // SAFETY: the reference is this handle's.
-        unsafe { qjs::JS_FreeAtom(self.ctx, self.atom) };
-    }
-}
-
 struct Writer {
     ctx: *mut qjs::JSContext,
     out: Vec<u8>,
@@ -324,10 +318,7 @@ impl Writer {
                 }
             }
             qjs::JS_TAG_STRING | qjs::JS_TAG_STRING_ROPE => {
-                self.text_of(value, |out, text| {
-                    // JSON.stringify's escapes: the short ones, \u00xx for other controls.
-                    let _ = serde_json::to_writer(out, text);
-                })?;
+                self.text_of(value, quoted)?;
             }
             qjs::JS_TAG_UNDEFINED | qjs::JS_TAG_SYMBOL => return Ok(false),
             qjs::JS_TAG_OBJECT => {
@@ -363,9 +354,18 @@ impl Writer {
     /// lone surrogate, which no UTF-8 holds, is QuickJS's to write.
     fn text_of(&mut self, value: qjs::JSValue, write: impl FnOnce(&mut Vec<u8>, &str)) -> Result<(), Refusal> {
         let mut length: qjs::size_t = 0;
-        // SAFETY: the context is live; the text is released below, and an ASCII string's own
-        // bytes are lent rather than copied.
+        // SAFETY: the context is live; an ASCII string's own bytes are lent, not copied.
         let text = unsafe { qjs::JS_ToCStringLen2(self.ctx, &mut length, value, false) };
+        self.lent_text(text, length, write)
+    }
+
+    /// Hands `write` the text QuickJS lent at `text` (null: it threw), then releases it.
+    fn lent_text(
+        &mut self,
+        text: *const std::ffi::c_char,
+        length: qjs::size_t,
+        write: impl FnOnce(&mut Vec<u8>, &str),
+    ) -> Result<(), Refusal> {
         if text.is_null() {
             return Err(Refusal::Thrown);
         }
@@ -378,7 +378,7 @@ impl Writer {
             }
             Err(_) => Err(Refusal::Unusual),
         };
-        // SAFETY: `text` came from JS_ToCStringLen2 of this context.
+        // SAFETY: `text` is a C string of this context, released once.
         unsafe { qjs::JS_FreeCString(self.ctx, text) };
         written
     }
@@ -463,15 +463,9 @@ impl Writer {
             if index > 0 {
                 self.out.push(b',');
             }
-            // SAFETY: the context is live; the atom of an index is released below.
-            let name = unsafe { qjs::JS_NewAtomUInt32(self.ctx, index) };
-            if name == qjs::JS_ATOM_NULL {
-                return Err(Refusal::Thrown);
-            }
-            let element = self.own_data(array, name);
-            self.drop_atom(name);
+            let name = OwnedAtom::index(self.ctx, index)?;
             // A hole would be read through the prototype chain: QuickJS's to do.
-            let element = element?.ok_or(Refusal::Unusual)?;
+            let element = self.own_data(array, name.atom)?.ok_or(Refusal::Unusual)?;
             if !self.owned_value(element, depth)? {
                 self.out.extend_from_slice(b"null");
             }
@@ -531,28 +525,9 @@ impl Writer {
 
     fn name(&mut self, name: qjs::JSAtom) -> Result<(), Refusal> {
         let mut length: qjs::size_t = 0;
-        // SAFETY: the context is live; the text is released below.
+        // SAFETY: the context is live.
         let text = unsafe { qjs::JS_AtomToCStringLen(self.ctx, &mut length, name) };
-        if text.is_null() {
-            return Err(Refusal::Thrown);
-        }
-        // SAFETY: QuickJS returned `length` readable bytes at `text`.
-        let bytes = unsafe { std::slice::from_raw_parts(text.cast::<u8>(), length as usize) };
-        let written = match std::str::from_utf8(bytes) {
-            Ok(text) => {
-                let _ = serde_json::to_writer(&mut self.out, text);
-                Ok(())
-            }
-            Err(_) => Err(Refusal::Unusual),
-        };
-        // SAFETY: `text` came from JS_AtomToCStringLen of this context.
-        unsafe { qjs::JS_FreeCString(self.ctx, text) };
-        written
-    }
-
-    fn drop_atom(&self, name: qjs::JSAtom) {
-        // SAFETY: the atom's reference is this writer's.
-        unsafe { qjs::JS_FreeAtom(self.ctx, name) };
+        self.lent_text(text, length, quoted)
     }
 }
 
