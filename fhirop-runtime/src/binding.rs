@@ -239,7 +239,12 @@ fn bind_entries(
             ));
             continue;
         };
-        let expression = format!("{prefix}{name}");
+        // A top-level parameter is its own expression: no copy for the common case.
+        let expression = if prefix.is_empty() {
+            std::borrow::Cow::Borrowed(name.as_str())
+        } else {
+            std::borrow::Cow::Owned(format!("{prefix}{name}"))
+        };
         let Some(definition) = find(inputs, &name) else {
             issues.push(unknown_parameter(&expression, inputs));
             continue;
@@ -247,8 +252,8 @@ fn bind_entries(
         match entry_value(definition, &mut entry, &expression, issues, rejected) {
             Ok(value) => params.push(&name, value),
             Err(message) => {
-                issues.push(Issue::error(IssueType::Value, message).at(&expression));
-                rejected.push(expression);
+                issues.push(Issue::error(IssueType::Value, message).at(expression.as_ref()));
+                rejected.push(expression.into_owned());
             }
         }
     }

@@ -251,70 +251,83 @@ impl BoundParams {
 /// A `Parameters` resource holding `groups` (a name and its values, in order), serialized as
 /// compact JSON straight from them: the same JSON as [`BoundParams::into_parameters_resource`],
 /// without building a `Value` first.
+///
+/// Written by hand around serde_json's writer for names and values: the fixed members are
+/// copied as they are, and serde's map and sequence state machine, which cost more than the
+/// rest of a primitive result's response, is not run.
 pub fn parameters_json<'a>(
-    groups: impl Iterator<Item = (&'a str, &'a [ParamValue])> + Clone,
+    groups: impl Iterator<Item = (&'a str, &'a [ParamValue])>,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&ParametersJson(groups))
+    // Room for the whole of a primitive result, so a small response allocates once.
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(br#"{"resourceType":"Parameters""#);
+    let before = out.len();
+    out.extend_from_slice(br#","parameter":["#);
+    if write_entries(&mut out, groups)? {
+        out.push(b']');
+    } else {
+        // FHIR has no empty arrays: without a value there is no `parameter`.
+        out.truncate(before);
+    }
+    out.push(b'}');
+    Ok(out)
 }
 
-struct ParametersJson<I>(I);
-
-/// The `parameter` entries of some groups.
-struct EntriesJson<I>(I);
-
-/// One `parameter` entry.
-struct EntryJson<'a>(&'a str, &'a ParamValue);
-
-/// `value[x]` for a FHIR type (`valueDateTime` for `dateTime`), written without building a
-/// `String`.
-struct ValueKey<'a>(&'a str);
-
-impl serde::Serialize for ValueKey<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut chars = self.0.chars();
-        match chars.next() {
-            Some(first) => {
-                serializer.collect_str(&format_args!("value{}{}", first.to_ascii_uppercase(), chars.as_str()))
+/// Writes one `parameter` (or `part`) entry per value of `groups`, separated by commas, and
+/// tells whether there was one.
+fn write_entries<'a>(
+    out: &mut Vec<u8>,
+    groups: impl Iterator<Item = (&'a str, &'a [ParamValue])>,
+) -> Result<bool, serde_json::Error> {
+    let mut written = false;
+    for (name, values) in groups {
+        for value in values {
+            if written {
+                out.push(b',');
             }
-            None => serializer.serialize_str("value"),
+            written = true;
+            out.extend_from_slice(br#"{"name":"#);
+            serde_json::to_writer(&mut *out, name)?;
+            match value {
+                ParamValue::Text { text, .. } => {
+                    out.extend_from_slice(br#","valueString":"#);
+                    serde_json::to_writer(&mut *out, text)?;
+                }
+                ParamValue::Value { fhir_type, value } => {
+                    out.push(b',');
+                    write_value_key(out, fhir_type)?;
+                    out.push(b':');
+                    serde_json::to_writer(&mut *out, value)?;
+                }
+                ParamValue::Resource(resource) => {
+                    out.extend_from_slice(br#","resource":"#);
+                    serde_json::to_writer(&mut *out, resource)?;
+                }
+                ParamValue::Parts(parts) => {
+                    out.extend_from_slice(br#","part":["#);
+                    write_entries(out, parts.groups())?;
+                    out.push(b']');
+                }
+            }
+            out.push(b'}');
         }
     }
+    Ok(written)
 }
 
-impl<'a, I: Iterator<Item = (&'a str, &'a [ParamValue])> + Clone> serde::Serialize for ParametersJson<I> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("resourceType", "Parameters")?;
-        if self.0.clone().any(|(_, values)| !values.is_empty()) {
-            map.serialize_entry("parameter", &EntriesJson(self.0.clone()))?;
+/// `"value[x]"` for a FHIR type (`"valueDateTime"` for `dateTime`). FHIR type names are
+/// letters and digits, which need no escaping; any other name goes through serde_json.
+fn write_value_key(out: &mut Vec<u8>, fhir_type: &str) -> Result<(), serde_json::Error> {
+    if fhir_type.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
+        out.extend_from_slice(b"\"value");
+        if let Some((first, rest)) = fhir_type.as_bytes().split_first() {
+            out.push(first.to_ascii_uppercase());
+            out.extend_from_slice(rest);
         }
-        map.end()
-    }
-}
-
-impl<'a, I: Iterator<Item = (&'a str, &'a [ParamValue])> + Clone> serde::Serialize for EntriesJson<I> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(
-            self.0
-                .clone()
-                .flat_map(|(name, values)| values.iter().map(move |value| EntryJson(name, value))),
-        )
-    }
-}
-
-impl serde::Serialize for EntryJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(2))?;
-        map.serialize_entry("name", self.0)?;
-        match self.1 {
-            ParamValue::Text { text, .. } => map.serialize_entry("valueString", text)?,
-            ParamValue::Value { fhir_type, value } => map.serialize_entry(&ValueKey(fhir_type), value)?,
-            ParamValue::Resource(resource) => map.serialize_entry("resource", resource)?,
-            ParamValue::Parts(parts) => map.serialize_entry("part", &EntriesJson(parts.groups()))?,
-        }
-        map.end()
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(out, &format!("value{}", value_suffix(fhir_type)))
     }
 }
 
@@ -652,6 +665,49 @@ mod tests {
         assert_eq!(
             BoundParams::new().to_parameters_json().unwrap(),
             br#"{"resourceType":"Parameters"}"#
+        );
+    }
+
+    #[test]
+    fn written_parameters_are_exact_compact_json_with_escaped_names_and_values() {
+        let mut params = BoundParams::new();
+        params.push(
+            "return",
+            ParamValue::Value {
+                fhir_type: "string".into(),
+                value: json!("Hello \"World\"\n"),
+            },
+        );
+        assert_eq!(
+            String::from_utf8(params.to_parameters_json().unwrap()).unwrap(),
+            r#"{"resourceType":"Parameters","parameter":[{"name":"return","valueString":"Hello \"World\"\n"}]}"#
+        );
+
+        // Names and type names out of the ordinary, empty parts and a value with no values.
+        let mut odd = BoundParams::new();
+        odd.push(
+            "quo\"te",
+            ParamValue::Value {
+                fhir_type: "odd\"type".into(),
+                // As sent: a decimal keeps its trailing zero.
+                value: serde_json::from_str("1.50").unwrap(),
+            },
+        );
+        odd.push("empty", ParamValue::Parts(BoundParams::new()));
+        odd.push(
+            "e",
+            ParamValue::Value {
+                fhir_type: String::new(),
+                value: json!(true),
+            },
+        );
+        odd.extend("none", Vec::new());
+        let written = odd.to_parameters_json().unwrap();
+        let direct: Value = serde_json::from_slice(&written).unwrap();
+        assert_eq!(direct, odd.into_parameters_resource());
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            r#"{"resourceType":"Parameters","parameter":[{"name":"quo\"te","valueOdd\"type":1.50},{"name":"empty","part":[]},{"name":"e","value":true}]}"#
         );
     }
 }
