@@ -94,10 +94,7 @@ pub fn event_base(context: &OperationContext, params: &BoundParams) -> BotEvent 
     event.set("contentType", &content_type);
     event.set("headers", &HeadersJson(context.headers()));
     event.set("traceId", &trace_id);
-    event.set(
-        "parameters",
-        &typed_parameters(&definition.inputs().collect::<Vec<_>>(), params),
-    );
+    event.set("parameters", &TypedParameters::new(definition.inputs(), params));
     event
 }
 
@@ -140,34 +137,54 @@ pub fn query_object(context: &OperationContext) -> Value {
 
 /// The validated input as an object keyed by parameter name, values typed per the
 /// definition: numbers, booleans, resources, objects for parts, arrays when max > 1.
-pub fn typed_parameters(inputs: &[&ParamDefinition], params: &BoundParams) -> Value {
-    let mut object = Map::new();
-    for input in inputs {
-        let values: Vec<Value> = params
-            .get(&input.name)
-            .iter()
-            .map(|value| typed_value(input, value))
-            .collect();
-        if values.is_empty() {
-            continue;
-        }
-        let value = match input.max {
-            Max::Count(1) => values.into_iter().next().unwrap_or(Value::Null),
-            _ => Value::Array(values),
-        };
-        object.insert(input.name.clone(), value);
-    }
-    Value::Object(object)
+/// Written straight from the bound values: a resource is serialized where it lies, not copied.
+#[derive(Debug)]
+pub struct TypedParameters<'a> {
+    inputs: Vec<&'a ParamDefinition>,
+    params: &'a BoundParams,
 }
 
-fn typed_value(definition: &ParamDefinition, value: &ParamValue) -> Value {
-    match value {
-        ParamValue::Text { text, .. } if definition.kind == ParamKind::Primitive => {
-            primitive_json(definition.fhir_type.as_deref().unwrap_or("string"), text)
+impl<'a> TypedParameters<'a> {
+    /// `params` typed by `inputs`, in the definition's order.
+    pub fn new(inputs: impl IntoIterator<Item = &'a ParamDefinition>, params: &'a BoundParams) -> Self {
+        TypedParameters {
+            inputs: inputs.into_iter().collect(),
+            params,
         }
-        ParamValue::Text { text, .. } => Value::String(text.clone()),
-        ParamValue::Value { value, .. } | ParamValue::Resource(value) => value.clone(),
-        ParamValue::Parts(parts) => typed_parameters(&definition.parts.iter().collect::<Vec<_>>(), parts),
+    }
+}
+
+impl serde::Serialize for TypedParameters<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut object = serializer.serialize_map(None)?;
+        for input in &self.inputs {
+            let values = self.params.get(&input.name);
+            let Some(first) = values.first() else { continue };
+            let typed = |value| TypedValue(input, value);
+            match input.max {
+                Max::Count(1) => object.serialize_entry(&input.name, &typed(first))?,
+                _ => object.serialize_entry(&input.name, &values.iter().map(typed).collect::<Vec<_>>())?,
+            }
+        }
+        object.end()
+    }
+}
+
+/// One bound value as the Bot sees it.
+struct TypedValue<'a>(&'a ParamDefinition, &'a ParamValue);
+
+impl serde::Serialize for TypedValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let TypedValue(definition, value) = *self;
+        match value {
+            ParamValue::Text { text, .. } if definition.kind == ParamKind::Primitive => {
+                primitive_json(definition.fhir_type.as_deref().unwrap_or("string"), text).serialize(serializer)
+            }
+            ParamValue::Text { text, .. } => serializer.serialize_str(text),
+            ParamValue::Value { value, .. } | ParamValue::Resource(value) => value.serialize(serializer),
+            ParamValue::Parts(parts) => TypedParameters::new(&definition.parts, parts).serialize(serializer),
+        }
     }
 }
 
@@ -175,6 +192,66 @@ fn typed_value(definition: &ParamDefinition, value: &ParamValue) -> Value {
 mod tests {
     use super::*;
     use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    fn input(name: &str, kind: ParamKind, fhir_type: Option<&str>, max: Max) -> ParamDefinition {
+        ParamDefinition {
+            name: name.into(),
+            use_: fhirop::definition::ParamUse::In,
+            min: 0,
+            max,
+            kind,
+            fhir_type: fhir_type.map(Into::into),
+            search_type: None,
+            documentation: None,
+            parts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn parameters_are_typed_by_the_definition_and_written_in_its_order() {
+        let mut detail = input("detail", ParamKind::Tuple, None, Max::Unbounded);
+        detail.parts = vec![
+            input("code", ParamKind::Primitive, Some("code"), Max::Count(1)),
+            input("weight", ParamKind::Primitive, Some("decimal"), Max::Count(1)),
+        ];
+        let inputs = [
+            input("patient", ParamKind::Resource, Some("Patient"), Max::Count(1)),
+            input("count", ParamKind::Primitive, Some("integer"), Max::Count(1)),
+            input("flag", ParamKind::Primitive, Some("boolean"), Max::Count(1)),
+            input("tag", ParamKind::Primitive, Some("string"), Max::Unbounded),
+            input("name", ParamKind::Search, Some("string"), Max::Count(1)),
+            input("absent", ParamKind::Primitive, Some("string"), Max::Count(1)),
+            detail,
+        ];
+        let text = |text: &str| ParamValue::Text {
+            text: text.into(),
+            modifier: None,
+        };
+        let mut parts = BoundParams::new();
+        parts.push("weight", text("1.50"));
+        parts.push(
+            "code",
+            ParamValue::Value {
+                fhir_type: "code".into(),
+                value: json!("x"),
+            },
+        );
+        let mut params = BoundParams::new();
+        params.push("tag", text("a"));
+        params.push("detail", ParamValue::Parts(parts));
+        params.push("count", text("3"));
+        params.push("tag", text("b"));
+        params.push("flag", text("true"));
+        params.push("name", text("smi"));
+        params.push(
+            "patient",
+            ParamValue::Resource(json!({"resourceType": "Patient", "id": "p1"})),
+        );
+        assert_eq!(
+            serde_json::to_string(&TypedParameters::new(&inputs, &params)).unwrap(),
+            r#"{"patient":{"resourceType":"Patient","id":"p1"},"count":3,"flag":true,"tag":["a","b"],"name":"smi","detail":[{"code":"x","weight":1.50}]}"#
+        );
+    }
 
     #[test]
     fn headers_go_in_without_credentials_and_a_repeated_one_as_json_parse_reads_it() {
