@@ -9,7 +9,7 @@ use crate::definition::{OperationDefinition, ParamDefinition};
 use crate::outcome::{Issue, IssueType, OperationError};
 use crate::types::complex;
 use crate::types::resource::take_resource;
-use crate::types::{BoundParams, ParamKind, ParamValue, lexical, search, value_suffix};
+use crate::types::{BoundParams, ParamKind, ParamValue, lexical, search, value_member};
 
 /// Query parameters every operation accepts (http.html, "general parameters").
 pub const GLOBAL_QUERY_PARAMETERS: [&str; 4] = ["_format", "_pretty", "_summary", "_elements"];
@@ -299,7 +299,7 @@ fn entry_value(
         }
         ParamKind::Primitive | ParamKind::Complex => {
             let (member, value) = take_value_member(entry)?;
-            let expected_member = format!("value{}", value_suffix(declared));
+            let expected_member = value_member(declared);
             if member != expected_member {
                 return Err(format!("expected {expected_member}, got {member}"));
             }

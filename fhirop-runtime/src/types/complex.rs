@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::primitives::{Code, DateTime, Decimal, Uri};
-use super::{ParamValue, value_suffix};
+use super::{ParamValue, value_member};
 
 /// Reads a `value[x]` occurrence of the complex type `fhir_type` into a serde type.
 pub fn deserialize_value<T: DeserializeOwned>(value: ParamValue, fhir_type: &str) -> Result<T, String> {
@@ -17,8 +17,8 @@ pub fn deserialize_value<T: DeserializeOwned>(value: ParamValue, fhir_type: &str
             serde_json::from_value(value).map_err(|error| format!("invalid {fhir_type}: {error}"))
         }
         other => Err(format!(
-            "expected value{}, got {}",
-            value_suffix(fhir_type),
+            "expected {}, got {}",
+            value_member(fhir_type),
             other.describe()
         )),
     }

@@ -137,7 +137,7 @@ impl ParamValue {
     pub fn describe(&self) -> String {
         match self {
             ParamValue::Text { .. } => "a query value".into(),
-            ParamValue::Value { fhir_type, .. } => format!("a value{}", value_suffix(fhir_type)),
+            ParamValue::Value { fhir_type, .. } => format!("a {}", value_member(fhir_type)),
             ParamValue::Resource(resource) => format!(
                 "a {} resource",
                 resource
@@ -150,7 +150,13 @@ impl ParamValue {
     }
 }
 
-/// `valueCodeableConcept` for `CodeableConcept`, `valueDate` for `date`.
+/// The `value[x]` member that carries a value of `fhir_type` (`valueDate` for `date`).
+pub fn value_member(fhir_type: &str) -> String {
+    format!("value{}", value_suffix(fhir_type))
+}
+
+/// `CodeableConcept` for `CodeableConcept`, `Date` for `date`: what follows `value` in
+/// [`value_member`].
 pub fn value_suffix(fhir_type: &str) -> String {
     let mut chars = fhir_type.chars();
     match chars.next() {
@@ -327,7 +333,7 @@ fn write_value_key(out: &mut Vec<u8>, fhir_type: &str) -> Result<(), serde_json:
         out.push(b'"');
         Ok(())
     } else {
-        serde_json::to_writer(out, &format!("value{}", value_suffix(fhir_type)))
+        serde_json::to_writer(out, &value_member(fhir_type))
     }
 }
 
@@ -340,7 +346,7 @@ fn parameter_entry(name: &str, value: ParamValue) -> Value {
             entry.insert("valueString".into(), text.into());
         }
         ParamValue::Value { fhir_type, value } => {
-            entry.insert(format!("value{}", value_suffix(&fhir_type)), value);
+            entry.insert(value_member(&fhir_type), value);
         }
         ParamValue::Resource(resource) => {
             entry.insert("resource".into(), resource);

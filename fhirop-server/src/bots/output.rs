@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use fhirop::definition::{Max, OperationDefinition, ParamDefinition};
 use fhirop::outcome::{Issue, IssueType, OperationError, OperationOutcome, Severity};
 use fhirop::output::OperationOutput;
-use fhirop::types::{ParamKind, lexical, value_suffix};
+use fhirop::types::{ParamKind, lexical, value_member};
 use serde_json::{Map, Value, json};
 
 /// The status an error issue code implies.
@@ -245,7 +245,7 @@ fn entry(definition: &ParamDefinition, value: &Value, name: &str) -> Result<Valu
             if !value.is_object() {
                 return Err(mismatch(format!("'{name}' is a {fhir_type}, got {}", kind_of(value))));
             }
-            entry.insert(format!("value{}", value_suffix(fhir_type)), value.clone());
+            entry.insert(value_member(fhir_type), value.clone());
         }
         ParamKind::Primitive | ParamKind::Search => {
             let text = match value {
@@ -256,7 +256,7 @@ fn entry(definition: &ParamDefinition, value: &Value, name: &str) -> Result<Valu
             };
             lexical::check(fhir_type, &text).map_err(|message| mismatch(format!("'{name}': {message}")))?;
             entry.insert(
-                format!("value{}", value_suffix(fhir_type)),
+                value_member(fhir_type),
                 fhirop::types::primitives::primitive_json(fhir_type, &text),
             );
         }
