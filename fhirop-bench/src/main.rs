@@ -18,7 +18,7 @@ mod baseline;
 // The same allocator as the server's own binary (fhirop-server/src/main.rs); the baseline runs
 // in this process too, so both servers are measured with it.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: fhirop_server::allocator::Allocator = fhirop_server::allocator::Allocator;
 
 /// Benchmark fhirop against a bare actix-web handler.
 #[derive(Debug, Parser)]

@@ -4,6 +4,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 pub mod access;
+pub mod allocator;
 pub mod auth;
 pub mod bots;
 pub mod config;
