@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::{BASE, Error, Workload};
 
-const HELLO: &str = r#"{"resourceType":"Parameters","parameter":[{"name":"return","valueString":"Hello, World"}]}"#;
+pub(crate) const HELLO: &str =
+    r#"{"resourceType":"Parameters","parameter":[{"name":"return","valueString":"Hello, World"}]}"#;
 
 async fn hello() -> HttpResponse {
     HttpResponse::Ok()
@@ -90,7 +91,6 @@ pub(crate) fn workloads() -> Vec<(&'static str, Workload)> {
                 check: |status, body| status == 200 && body["resourceType"] == "CapabilityStatement",
                 headers: &[],
                 baseline: None,
-                beside: None,
             },
         ),
         (
@@ -103,7 +103,6 @@ pub(crate) fn workloads() -> Vec<(&'static str, Workload)> {
                 check: |status, body| status == 200 && body["parameter"][0]["valueString"] == "Hello, World",
                 headers: &[],
                 baseline: None,
-                beside: None,
             },
         ),
         (
@@ -116,7 +115,6 @@ pub(crate) fn workloads() -> Vec<(&'static str, Workload)> {
                 check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
                 headers: &[],
                 baseline: None,
-                beside: None,
             },
         ),
     ]

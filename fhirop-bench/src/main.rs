@@ -37,10 +37,15 @@ struct Cli {
     /// Workloads to run (comma-separated; default all).
     #[arg(long, default_value = "W0,W0gz,W1,W2,W3,W3q,W4,S2,S3,S4,S1")]
     workloads: String,
-    /// Rounds: each round measures every workload once, each right after its baseline, and
-    /// the table shows the median round. More rounds steady the ratios on a noisy machine.
+    /// Rounds: each round starts the servers afresh and measures every workload once, and the
+    /// table shows the median round. More rounds steady the ratios on a noisy machine.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Slices a workload with a baseline is measured in: the duration is cut into this many
+    /// slices per server (whole seconds each), run in turns (baseline, fhirop, fhirop,
+    /// baseline, ...), so that the machine's drift during a measurement weighs on both alike.
+    #[arg(long, default_value_t = 4)]
+    slices: u32,
 }
 
 /// The servers this binary can be (run in a child process, pinned to a core).
@@ -282,10 +287,9 @@ struct Workload {
     check: fn(u16, &Value) -> bool,
     /// Request headers beyond Content-Type and Authorization.
     headers: &'static [(&'static str, &'static str)],
-    /// The baseline workload it is compared with.
+    /// The baseline workload it is compared with: the same request, answered by a bare
+    /// actix-web handler.
     baseline: Option<&'static str>,
-    /// A baseline workload measured beside it to show what limits it (printed, not a ratio).
-    beside: Option<&'static str>,
 }
 
 fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
@@ -297,8 +301,8 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             body: None,
             check: |status, body| status == 200 && body["resourceType"] == "CapabilityStatement",
             headers: &[],
-            baseline: Some("W1"),
-            beside: Some("W0"),
+            // The baseline answers with the same statement as a fixed body.
+            baseline: Some("W0"),
         },
         // W0 as HTTP clients send it: browsers, curl --compressed and FHIR clients accept gzip.
         Workload {
@@ -309,7 +313,6 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["resourceType"] == "CapabilityStatement",
             headers: &[("Accept-Encoding", "gzip")],
             baseline: Some("W1"),
-            beside: None,
         },
         Workload {
             name: "W1",
@@ -319,7 +322,6 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["parameter"][0]["valueString"] == "Hello, World",
             headers: &[],
             baseline: Some("W1"),
-            beside: None,
         },
         Workload {
             name: "W2",
@@ -329,7 +331,6 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
             headers: &[],
             baseline: Some("W2"),
-            beside: None,
         },
         Workload {
             name: "W3",
@@ -339,7 +340,6 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
             headers: &[],
             baseline: None,
-            beside: None,
         },
         Workload {
             name: "W3q",
@@ -349,7 +349,6 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["identifier"][0]["value"] == "12345",
             headers: &[],
             baseline: None,
-            beside: None,
         },
         Workload {
             name: "W4",
@@ -359,7 +358,6 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["parameter"][0]["valueInteger"] == 20,
             headers: &[],
             baseline: None,
-            beside: None,
         },
         Workload {
             name: "S2",
@@ -369,7 +367,6 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["resourceType"] == "Patient",
             headers: &[],
             baseline: None,
-            beside: None,
         },
         Workload {
             name: "S3",
@@ -379,7 +376,6 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["entry"].as_array().is_some_and(|entries| !entries.is_empty()),
             headers: &[],
             baseline: None,
-            beside: None,
         },
         Workload {
             name: "S4",
@@ -389,7 +385,6 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 200 && body["total"] == 501,
             headers: &[],
             baseline: None,
-            beside: None,
         },
         Workload {
             name: "S1",
@@ -399,7 +394,6 @@ fn workloads(patient_id: &str, sample_id: &str) -> Vec<Workload> {
             check: |status, body| status == 201 && body["meta"]["versionId"] == "1",
             headers: &[],
             baseline: None,
-            beside: None,
         },
     ]
 }
@@ -412,6 +406,9 @@ struct Measurement {
     p99_ms: f64,
     peak_rss_mib: f64,
     errors: u64,
+    /// Requests completed, and in how many seconds (`N requests in Ts`).
+    requests: u64,
+    seconds: f64,
 }
 
 fn milliseconds(text: &str) -> f64 {
@@ -438,6 +435,10 @@ fn parse_wrk(output: &str) -> Measurement {
             measurement.p50_ms = milliseconds(latency);
         } else if let Some(latency) = line.strip_prefix("99%") {
             measurement.p99_ms = milliseconds(latency);
+        } else if let Some((requests, rest)) = line.split_once(" requests in ") {
+            measurement.requests = requests.trim().parse().unwrap_or(0);
+            let seconds = rest.split(',').next().unwrap_or_default();
+            measurement.seconds = milliseconds(seconds) / 1000.0;
         } else if line.starts_with("Non-2xx or 3xx responses:") || line.starts_with("Socket errors:") {
             measurement.errors += line
                 .split(|c: char| !c.is_ascii_digit())
@@ -493,7 +494,8 @@ fn wrk(cli: &Cli, duration: &str, url: &str, workload: &Workload) -> Result<Stri
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn measure(cli: &Cli, server: &Server, workload: &Workload) -> Result<Measurement, Error> {
+/// Sends the workload once and checks the answer: a benchmark of wrong answers measures nothing.
+fn check(server: &Server, workload: &Workload) -> Result<String, Error> {
     let url = format!("{}{}", server.base_url, workload.path);
     let (status, text) = call_with(workload.method, &url, workload.headers, workload.body.as_deref())?;
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -504,11 +506,94 @@ fn measure(cli: &Cli, server: &Server, workload: &Workload) -> Result<Measuremen
         )
         .into());
     }
+    Ok(url)
+}
+
+fn measure(cli: &Cli, server: &Server, workload: &Workload) -> Result<Measurement, Error> {
+    let url = check(server, workload)?;
     wrk(cli, &cli.warmup, &url, workload)?;
     reset_peak(server.child.id());
     let mut measurement = parse_wrk(&wrk(cli, &cli.duration, &url, workload)?);
     measurement.peak_rss_mib = peak_rss_mib(server.child.id());
     Ok(measurement)
+}
+
+/// A workload and its baseline measured in turns, slice by slice (`--slices`), in the order
+/// baseline, fhirop, fhirop, baseline, baseline, ...: drift that lasts a slice or more hits
+/// both alike. Each side's rate is its requests over its seconds; p50 and p99 are the median
+/// slice's.
+fn measure_paired(
+    cli: &Cli,
+    baseline: (&Server, &Workload),
+    fhirop: (&Server, &Workload),
+) -> Result<(Measurement, Measurement), Error> {
+    let sides = [baseline, fhirop];
+    let mut urls = Vec::new();
+    for (server, workload) in sides {
+        let url = check(server, workload)?;
+        wrk(cli, &cli.warmup, &url, workload)?;
+        reset_peak(server.child.id());
+        urls.push(url);
+    }
+    let slices = cli.slices.max(1);
+    // wrk takes whole seconds.
+    let slice = format!("{}s", (seconds(&cli.duration)? / f64::from(slices)).round().max(1.0));
+    let mut measured: [Vec<Measurement>; 2] = [Vec::new(), Vec::new()];
+    for turn in 0..slices {
+        let order = if turn % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (_, workload) = sides[side];
+            measured[side].push(parse_wrk(&wrk(cli, &slice, &urls[side], workload)?));
+        }
+    }
+    let [base, ours] = measured.map(|slices| pooled(&slices));
+    let peak = |server: &Server| peak_rss_mib(server.child.id());
+    Ok((
+        Measurement {
+            peak_rss_mib: peak(baseline.0),
+            ..base
+        },
+        Measurement {
+            peak_rss_mib: peak(fhirop.0),
+            ..ours
+        },
+    ))
+}
+
+/// Slices pooled: requests over seconds, the median slice's latencies, every error.
+fn pooled(slices: &[Measurement]) -> Measurement {
+    let requests = slices.iter().map(|slice| slice.requests).sum::<u64>();
+    let seconds = slices.iter().map(|slice| slice.seconds).sum::<f64>();
+    let middle = |value: fn(&Measurement) -> f64| {
+        let mut values: Vec<f64> = slices.iter().map(value).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    Measurement {
+        requests_per_second: if seconds > 0.0 { requests as f64 / seconds } else { 0.0 },
+        p50_ms: middle(|slice| slice.p50_ms),
+        p99_ms: middle(|slice| slice.p99_ms),
+        peak_rss_mib: f64::NAN,
+        errors: slices.iter().map(|slice| slice.errors).sum(),
+        requests,
+        seconds,
+    }
+}
+
+/// `8s` or `2m` (wrk's units) in seconds.
+fn seconds(duration: &str) -> Result<f64, Error> {
+    let duration = duration.trim();
+    let (number, factor) = if let Some(number) = duration.strip_suffix('s') {
+        (number, 1.0)
+    } else if let Some(number) = duration.strip_suffix('m') {
+        (number, 60.0)
+    } else {
+        (duration, 1.0)
+    };
+    Ok(number
+        .parse::<f64>()
+        .map_err(|_| format!("'{duration}' is not a duration"))?
+        * factor)
 }
 
 /// The round with the median rate, and the highest peak RSS of all rounds.
@@ -548,18 +633,16 @@ fn run(cli: &Cli) -> Result<(), Error> {
         rounds
     );
 
-    // Each fhirop measurement comes right after its baseline's, so drift hits both alike. Each
-    // round starts both servers afresh: the workloads write (S1 creates Patients, every W3
-    // call stores an AuditEvent), and a round must not search or hold the last round's data.
+    // A workload with a baseline is measured in turns with it (`measure_paired`), so drift
+    // hits both alike. Each round starts both servers afresh: the workloads write (S1 creates
+    // Patients, every W3 call stores an AuditEvent), and a round must not search or hold the
+    // last round's data.
     let baseline_workloads = baseline::workloads();
     let mut idle_rss = f64::NAN;
-    let mut measured_workloads: Vec<(&'static str, Option<&'static str>)> = Vec::new();
+    let mut measured_workloads: Vec<&'static str> = Vec::new();
     let mut baseline_rounds: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
-    // Baseline measurements that explain a workload's limit rather than set its ratio.
-    let mut beside_rounds: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
     let mut rounds_of: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
-    // Each round's rate over the baseline's measured just before it: pairs share the
-    // machine's state, which medians taken apart do not.
+    // Each round's rate over its baseline's, measured in the same turns.
     let mut ratios_of: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let statement_file = std::env::temp_dir().join(format!("fhirop-bench-statement-{}.json", std::process::id()));
     for round in 0..rounds {
@@ -570,7 +653,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
         let base = server.base_url.clone();
         let patient_id = set_up(&base)?;
         // The baseline serves fhirop's CapabilityStatement (with the Bot operations set_up
-        // added) as a fixed body, beside W0.
+        // added) as its fixed body for W0.
         std::fs::write(&statement_file, call("GET", &format!("{base}/metadata"), None)?.1)?;
         let baseline = start("baseline", &[(baseline::STATEMENT_FILE, statement_file.as_path())])?;
         let sample = post_json(&format!("{base}/Patient"), &serde_json::from_str(BARE_PATIENT)?)?;
@@ -579,36 +662,23 @@ fn run(cli: &Cli) -> Result<(), Error> {
             .into_iter()
             .filter(|workload| selected.contains(&workload.name))
             .collect();
-        measured_workloads = workloads
-            .iter()
-            .map(|workload| (workload.name, workload.baseline))
-            .collect();
+        measured_workloads = workloads.iter().map(|workload| workload.name).collect();
         for workload in &workloads {
-            let mut partner_rate = None;
-            if let Some((name, partner)) = workload
+            let partner = workload
                 .baseline
-                .and_then(|wanted| baseline_workloads.iter().find(|(name, _)| *name == wanted))
-            {
-                let measured = measure(cli, &baseline, partner)?;
-                partner_rate = Some(measured.requests_per_second);
-                baseline_rounds.entry(name).or_default().push(measured);
-            }
-            if let Some((name, beside)) = workload
-                .beside
-                .and_then(|wanted| baseline_workloads.iter().find(|(name, _)| *name == wanted))
-            {
-                beside_rounds
-                    .entry(name)
-                    .or_default()
-                    .push(measure(cli, &baseline, beside)?);
-            }
-            let measured = measure(cli, &server, workload)?;
-            if let Some(partner_rate) = partner_rate {
-                ratios_of
-                    .entry(workload.name)
-                    .or_default()
-                    .push(measured.requests_per_second / partner_rate);
-            }
+                .and_then(|wanted| baseline_workloads.iter().find(|(name, _)| *name == wanted));
+            let measured = match partner {
+                Some((name, partner)) => {
+                    let (theirs, ours) = measure_paired(cli, (&baseline, partner), (&server, workload))?;
+                    ratios_of
+                        .entry(workload.name)
+                        .or_default()
+                        .push(ours.requests_per_second / theirs.requests_per_second);
+                    baseline_rounds.entry(name).or_default().push(theirs);
+                    ours
+                }
+                None => measure(cli, &server, workload)?,
+            };
             rounds_of.entry(workload.name).or_default().push(measured);
         }
     }
@@ -624,14 +694,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
     for (name, measured) in &baseline_medians {
         print_row(&format!("base-{name}"), measured, "1.00");
     }
-    for (name, measured) in &beside_rounds {
-        print_row(
-            &format!("base-{name}"),
-            &median(measured),
-            "-  (the same bytes as fhirop's, from a bare handler)",
-        );
-    }
-    for (name, _) in measured_workloads {
+    for name in measured_workloads {
         let Some(measured) = rounds_of.get(name).map(|measured| median(measured)) else {
             continue;
         };
@@ -649,6 +712,15 @@ fn run(cli: &Cli) -> Result<(), Error> {
             None => "-".to_owned(),
         };
         print_row(name, &measured, &ratio);
+    }
+    // What W0 costs beside a small body: the statement's size, which no framework changes.
+    if let (Some(statement), Some(small)) = (baseline_medians.get("W0"), baseline_medians.get("W1")) {
+        println!(
+            "\nbase-W0 serves the {:.1} KB statement at {:.2} x the rate of base-W1's {}-byte body",
+            std::fs::metadata(&statement_file).map_or(f64::NAN, |file| file.len() as f64 / 1000.0),
+            statement.requests_per_second / small.requests_per_second,
+            baseline::HELLO.len()
+        );
     }
     println!("\nidle RSS of the fhirop server after start: {idle_rss:.1} MiB");
     let _ = std::fs::remove_file(&statement_file);
