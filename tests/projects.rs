@@ -331,3 +331,22 @@ fn a_bot_created_by_a_member_joins_the_project() {
         format!("Project/{project_id}")
     );
 }
+
+#[test]
+fn at_the_root_base_path_the_admin_api_and_token_endpoint_still_answer() {
+    // The FHIR scope answers every path under its base path; at the root that is every path,
+    // so the admin API's routes must still be found before it.
+    let mut config = fhirop_server::Config::for_tests();
+    config.base_path = String::new();
+    let server = TestServer::example_with(config);
+    assert_eq!(server.base_url, origin(&server));
+    let project = project(&server, "root");
+    let (client_id, secret) = client(&server, &project);
+    let access = token(&server, &client_id, &secret);
+    let reply = as_client(&server, &access, "GET", "/Patient", None);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["resourceType"], "Bundle");
+    let unknown = send("GET", &format!("{}/admin/unknown", origin(&server)), &[], None);
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    assert_eq!(unknown.header("content-type"), Some(FHIR_JSON));
+}

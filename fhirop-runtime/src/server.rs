@@ -160,12 +160,14 @@ impl FhirServer {
     /// methods of `OperationDefinition` (create, update, delete).
     pub fn scope_with(&self, routes: impl FnOnce(Scope) -> Scope) -> Scope {
         let state = web::Data::from(self.state.clone());
+        // Operation calls first: the router tries each service in turn, and they are the hot
+        // path (`/metadata` is cached, and bound by its size).
         let scope = web::scope(&self.state.base_path)
             .app_data(state)
-            .service(web::resource("/metadata").to(metadata_route))
             .service(OperationRoutes {
                 state: self.state.clone(),
             })
+            .service(web::resource("/metadata").to(metadata_route))
             .service(
                 web::resource("/OperationDefinition")
                     .guard(guard::Get())

@@ -249,22 +249,38 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
     tracing::info!("{loaded} Bot operations registered");
     let listener = TcpListener::bind(config.addr)?;
     let addr = listener.local_addr()?;
+    // The router tries services in turn, so the FHIR scope (every request but the admin API's)
+    // goes first, unless the base path holds the admin API's paths: the scope's fallback
+    // answers every path under it.
+    let base_path = config.base_path.trim_end_matches('/');
+    let fhir_first = !base_path.is_empty()
+        && ![projects::ADMIN_PATH, projects::TOKEN_PATH]
+            .iter()
+            .any(|path| path.starts_with(base_path));
     let mut http = HttpServer::new(move || {
+        let fhir = fhir.scope_with(|scope| {
+            rest::routes(
+                scope.service(
+                    actix_web::web::resource("/.well-known/smart-configuration")
+                        .route(actix_web::web::get().to(projects::smart_configuration)),
+                ),
+            )
+        });
         App::new()
             .app_data(authenticator.clone())
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
             .app_data(store.clone())
             .app_data(bots.clone())
             .app_data(projects.clone())
-            .configure(projects::routes)
-            .service(fhir.scope_with(|scope| {
-                rest::routes(
-                    scope.service(
-                        actix_web::web::resource("/.well-known/smart-configuration")
-                            .route(actix_web::web::get().to(projects::smart_configuration)),
-                    ),
-                )
-            }))
+            .configure(|services| {
+                if fhir_first {
+                    services.service(fhir);
+                    projects::routes(services);
+                } else {
+                    projects::routes(services);
+                    services.service(fhir);
+                }
+            })
     })
     .shutdown_timeout(5)
     .listen(listener)?;

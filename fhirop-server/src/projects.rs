@@ -35,19 +35,23 @@ pub struct Projects {
     pub token_ttl: u64,
 }
 
-/// Mounts `/admin/projects...`, `/oauth2/token`.
+/// Where the admin API is.
+pub const ADMIN_PATH: &str = "/admin/projects";
+/// The OAuth 2.0 token endpoint.
+pub const TOKEN_PATH: &str = "/oauth2/token";
+
+/// Mounts the admin API and the token endpoint.
 pub fn routes(config: &mut web::ServiceConfig) {
-    // In a scope, so only admin requests run the `{project}` patterns' regexes: every FHIR
-    // request passes these routes first.
+    // In a scope, so only admin requests run the `{project}` patterns' regexes.
     config
         .service(
-            web::scope("/admin/projects")
+            web::scope(ADMIN_PATH)
                 .route("", web::post().to(create_project))
                 .route("/{project}/client", web::post().to(create_client))
                 .route("/{project}/client/{id}", web::delete().to(delete_client))
                 .route("/{project}/bot", web::post().to(create_bot)),
         )
-        .route("/oauth2/token", web::post().to(token));
+        .route(TOKEN_PATH, web::post().to(token));
 }
 
 fn respond(result: Result<(StatusCode, Value), OperationError>) -> HttpResponse {
