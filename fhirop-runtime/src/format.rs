@@ -49,6 +49,18 @@ impl ResponseFormat {
         if self.plain_json { PLAIN_JSON } else { FHIR_JSON }
     }
 
+    /// [`ResponseFormat::content_type`] as a header value, checked once at compile time rather
+    /// than byte by byte on every response.
+    fn content_type_header(self) -> HeaderValue {
+        const FHIR_JSON_HEADER: HeaderValue = HeaderValue::from_static(FHIR_JSON);
+        const PLAIN_JSON_HEADER: HeaderValue = HeaderValue::from_static(PLAIN_JSON);
+        if self.plain_json {
+            PLAIN_JSON_HEADER
+        } else {
+            FHIR_JSON_HEADER
+        }
+    }
+
     /// Writes `body` as the response.
     pub fn respond(self, status: StatusCode, body: &Value) -> HttpResponse {
         let bytes = if self.pretty {
@@ -70,14 +82,14 @@ impl ResponseFormat {
     /// Writes already-serialized JSON as the response.
     pub fn respond_bytes(self, status: StatusCode, body: impl Into<bytes::Bytes>) -> HttpResponse {
         HttpResponse::build(status)
-            .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(self.content_type())))
+            .insert_header((header::CONTENT_TYPE, self.content_type_header()))
             .body(body.into())
     }
 
     /// Writes pre-serialized bytes that are gzip-encoded (for a client that [`accepts_gzip`]).
     pub fn respond_gzip(self, status: StatusCode, body: impl Into<bytes::Bytes>) -> HttpResponse {
         HttpResponse::build(status)
-            .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(self.content_type())))
+            .insert_header((header::CONTENT_TYPE, self.content_type_header()))
             .insert_header((header::CONTENT_ENCODING, HeaderValue::from_static("gzip")))
             .body(body.into())
     }

@@ -5,20 +5,24 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use std::future::{Ready, ready};
+use std::rc::Rc;
+
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::StatusCode;
-use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
 use fhirop::context::{Caller, DEFAULT_TENANT, Tenant};
 use fhirop::format::{ResponseFormat, negotiate};
 use fhirop::outcome::{IssueType, OperationError};
+use futures_util::TryFutureExt as _;
+use futures_util::future::{Either, LocalBoxFuture, MapOk};
 
 use fhirop::store::{ReadResult, StoreHandle};
 
 use crate::access::Access;
 use crate::limits::RateLimiter;
-use crate::projects::SYSTEM_TENANT;
+use crate::projects::{SYSTEM_TENANT, TOKEN_PATH};
 use crate::tokens::TokenSigner;
 
 /// The file the generated admin token is kept in, inside the data directory.
@@ -125,9 +129,30 @@ impl Authenticator {
         match *request.method() {
             actix_web::http::Method::GET => path == self.metadata_path || path == self.smart_configuration_path,
             // The token endpoint authenticates its clients itself.
-            actix_web::http::Method::POST => path == "/oauth2/token",
+            actix_web::http::Method::POST => path == TOKEN_PATH,
             _ => false,
         }
+    }
+
+    /// Whether the `Authorization` header's bytes carry the admin token (read as
+    /// [`bearer_token`] reads the header's text).
+    fn is_admin(&self, authorization: &[u8]) -> bool {
+        let Some(space) = authorization.iter().position(|&byte| byte == b' ') else {
+            return false;
+        };
+        let (scheme, token) = authorization.split_at(space);
+        scheme.eq_ignore_ascii_case(b"bearer") && constant_time_eq(token.trim_ascii(), self.admin_token.as_bytes())
+    }
+
+    /// Who the admin token stands for: an administrator of the default project.
+    fn admin_identity(&self) -> (Tenant, Caller, Access) {
+        (
+            Tenant(DEFAULT_TENANT.to_owned()),
+            Caller {
+                reference: ADMIN_CALLER.to_owned(),
+            },
+            Access::administrator(),
+        )
     }
 
     /// The caller a bearer token stands for: the admin, or a client whose signed token has
@@ -136,13 +161,7 @@ impl Authenticator {
     async fn caller(&self, authorization: Option<&str>) -> Result<(Tenant, Caller, Access), OperationError> {
         let token = bearer_token(authorization)?;
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
-            return Ok((
-                Tenant(DEFAULT_TENANT.to_owned()),
-                Caller {
-                    reference: ADMIN_CALLER.to_owned(),
-                },
-                Access::administrator(),
-            ));
+            return Ok(self.admin_identity());
         }
         let invalid = || unauthorized("the bearer token is not valid", Some("invalid_token"));
         let claims = self.signer.verify(token).ok_or_else(invalid)?;
@@ -199,20 +218,116 @@ fn unauthorized(message: &str, error: Option<&str>) -> OperationError {
     OperationError::new(StatusCode::UNAUTHORIZED, IssueType::Login, message).with_header("WWW-Authenticate", challenge)
 }
 
-/// The middleware: resolves the caller and its tenant into the request's extensions, or
-/// answers 401 with an OperationOutcome.
-pub async fn authenticate(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let authenticator = request.app_data::<web::Data<Authenticator>>().cloned();
-    let Some(authenticator) = authenticator else {
-        return Ok(next.call(request).await?.map_into_left_body());
-    };
-    let authorization = request
+/// The authentication middleware (`App::wrap(Authentication::new(..))`): resolves the caller,
+/// its tenant and its access into the request's extensions, or answers 401 with an
+/// OperationOutcome.
+#[derive(Debug, Clone)]
+pub struct Authentication {
+    authenticator: web::Data<Authenticator>,
+}
+
+impl Authentication {
+    /// Checks every request with `authenticator`.
+    pub fn new(authenticator: web::Data<Authenticator>) -> Authentication {
+        Authentication { authenticator }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Authentication
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = AuthenticationService<S>;
+    type InitError = ();
+    type Future = Ready<Result<AuthenticationService<S>, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(AuthenticationService {
+            service: Rc::new(service),
+            authenticator: self.authenticator.clone(),
+        }))
+    }
+}
+
+/// [`Authentication`] in front of the service `S`.
+#[derive(Debug)]
+pub struct AuthenticationService<S> {
+    service: Rc<S>,
+    authenticator: web::Data<Authenticator>,
+}
+
+/// The inner service's response, its body marked as the one passed through.
+type PassedOn<B> = fn(ServiceResponse<B>) -> ServiceResponse<EitherBody<B>>;
+
+impl<S, B> Service<ServiceRequest> for AuthenticationService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = Either<
+        MapOk<S::Future, PassedOn<B>>,
+        LocalBoxFuture<'static, Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>,
+    >;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        // The admin token needs nothing awaited: the request goes on without a boxed future.
+        let authenticator = &self.authenticator;
+        let admin = request.path() != TOKEN_PATH
+            && !authenticator.is_open(&request)
+            && request
+                .headers()
+                .get(actix_web::http::header::AUTHORIZATION)
+                .is_some_and(|authorization| authenticator.is_admin(authorization.as_bytes()));
+        if admin {
+            return match authenticator.admit(ADMIN_CALLER) {
+                Ok(()) => {
+                    let (tenant, caller, access) = authenticator.admin_identity();
+                    let mut extensions = request.extensions_mut();
+                    extensions.insert(tenant);
+                    extensions.insert(caller);
+                    extensions.insert(access);
+                    drop(extensions);
+                    let passed_on: PassedOn<B> = ServiceResponse::map_into_left_body;
+                    Either::Left(self.service.call(request).map_ok(passed_on))
+                }
+                Err(throttled) => {
+                    let response = request.into_response(ResponseFormat::default().respond_error(&throttled));
+                    Either::Right(Box::pin(ready(Ok(response.map_into_right_body()))))
+                }
+            };
+        }
+        let (service, authenticator) = (self.service.clone(), self.authenticator.clone());
+        Either::Right(Box::pin(async move {
+            authenticate(request, &authenticator, &*service).await
+        }))
+    }
+}
+
+fn authorization(request: &ServiceRequest) -> Option<&str> {
+    request
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
+        .and_then(|value| value.to_str().ok())
+}
+
+/// Every request but the admin's: open endpoints, the token endpoint, client tokens (which
+/// read the store) and failures.
+async fn authenticate<S, B>(
+    request: ServiceRequest,
+    authenticator: &Authenticator,
+    service: &S,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    let authorization = authorization(&request);
     // The rate-limit key of the address the request comes from, built only when needed.
     let peer_key = |request: &ServiceRequest| {
         let ip = request
@@ -221,7 +336,7 @@ pub async fn authenticate(
             .unwrap_or_default();
         format!("address {ip}")
     };
-    if request.path() == "/oauth2/token" {
+    if request.path() == TOKEN_PATH {
         // The token endpoint checks client secrets itself: guessing them is held to the
         // rate of the address they come from.
         if let Err(throttled) = authenticator.admit(&peer_key(&request)) {
@@ -239,7 +354,7 @@ pub async fn authenticate(
             request.extensions_mut().insert(caller);
             request.extensions_mut().insert(access);
         }
-        return Ok(next.call(request).await?.map_into_left_body());
+        return Ok(service.call(request).await?.map_into_left_body());
     }
     // Failed attempts count against the address they come from, so guessing tokens is held
     // to the same rate as using one (`peer_key`, above).
@@ -259,7 +374,7 @@ pub async fn authenticate(
             request.extensions_mut().insert(tenant);
             request.extensions_mut().insert(caller);
             request.extensions_mut().insert(access);
-            Ok(next.call(request).await?.map_into_left_body())
+            Ok(service.call(request).await?.map_into_left_body())
         }
         Err(error) => {
             let format = negotiate(request.request()).unwrap_or_default();
@@ -305,6 +420,30 @@ mod tests {
             ("configured".to_owned(), AdminTokenOrigin::Configured)
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_admin_token_is_recognised_in_the_header_bytes_as_bearer_token_reads_it() {
+        let signer = TokenSigner::ephemeral();
+        let store = StoreHandle(std::sync::Arc::new(
+            crate::store::SqliteStore::in_memory().await.unwrap(),
+        ));
+        let authenticator = Authenticator::new("right".into(), "/fhir/R4", None, signer, store);
+        for (header, admin) in [
+            ("Bearer right", true),
+            ("bearer right", true),
+            ("BEARER  right ", true),
+            ("Bearer wrong", false),
+            ("Bearer righter", false),
+            ("Basic right", false),
+            ("right", false),
+            ("Bearer", false),
+            ("Bearerright", false),
+        ] {
+            assert_eq!(authenticator.is_admin(header.as_bytes()), admin, "{header}");
+            let by_text = bearer_token(Some(header)).is_ok_and(|token| token == "right");
+            assert_eq!(by_text, admin, "{header}");
+        }
     }
 
     #[test]

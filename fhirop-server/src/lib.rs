@@ -267,8 +267,7 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
             )
         });
         App::new()
-            .app_data(authenticator.clone())
-            .wrap(actix_web::middleware::from_fn(auth::authenticate))
+            .wrap(auth::Authentication::new(authenticator.clone()))
             .app_data(store.clone())
             .app_data(bots.clone())
             .app_data(projects.clone())
