@@ -153,7 +153,64 @@ pub const R4_RESOURCE_TYPES: &[&str] = &[
     "VisionPrescription",
 ];
 
-/// Whether `name` is a resource type R4 defines.
+/// Where the names with each initial (`A` to `Z`) begin and end in [`R4_RESOURCE_TYPES`].
+const BY_INITIAL: [(usize, usize); 26] = {
+    let mut ranges = [(0, 0); 26];
+    let mut index = 0;
+    while index < R4_RESOURCE_TYPES.len() {
+        let initial = (R4_RESOURCE_TYPES[index].as_bytes()[0] - b'A') as usize;
+        if ranges[initial].1 == 0 {
+            ranges[initial].0 = index;
+        }
+        ranges[initial].1 = index + 1;
+        index += 1;
+    }
+    ranges
+};
+
+/// Whether `name` is a resource type R4 defines. Every request naming a type asks, so the
+/// names sharing its initial are compared by length first: a binary search over all of them
+/// cost eight string comparisons.
 pub fn is_r4_resource_type(name: &str) -> bool {
-    R4_RESOURCE_TYPES.binary_search(&name).is_ok()
+    let Some(&(start, end)) = name
+        .as_bytes()
+        .first()
+        .and_then(|initial| initial.checked_sub(b'A'))
+        .and_then(|letter| BY_INITIAL.get(usize::from(letter)))
+    else {
+        return false;
+    };
+    R4_RESOURCE_TYPES[start..end]
+        .iter()
+        .any(|known| known.len() == name.len() && *known == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_r4_type_and_nothing_else_is_recognised() {
+        assert!(R4_RESOURCE_TYPES.windows(2).all(|pair| pair[0] < pair[1]), "sorted");
+        for name in R4_RESOURCE_TYPES {
+            assert!(is_r4_resource_type(name), "{name}");
+        }
+        for name in [
+            "",
+            "patient",
+            "Patients",
+            "Patien",
+            "PATIENT",
+            "Zebra",
+            "A",
+            "Éncounter",
+            "$everything",
+            "_history",
+            "Bot",
+            "[",
+            "@",
+        ] {
+            assert!(!is_r4_resource_type(name), "{name}");
+        }
+    }
 }
