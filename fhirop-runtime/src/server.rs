@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::binding::Binder;
 use crate::capability::{ServerInfo, capability_statement};
-use crate::context::{BaseUrl, OperationContext, Target, tenant_of, with_tenant};
+use crate::context::{BaseUrl, OperationContext, Target, request_origin, tenant_of, with_tenant};
 use crate::definition::{Level, canonical_url, searchset};
 use crate::format::{
     InputLimits, ResponseFormat, accepts_gzip, check_content_type, negotiate, parse_json_object_within,
@@ -89,10 +89,7 @@ impl ServerState {
     pub fn base_url(&self, request: &HttpRequest) -> String {
         match &self.public_base_url {
             Some(url) => url.clone(),
-            None => {
-                let connection = request.connection_info();
-                format!("{}://{}{}", connection.scheme(), connection.host(), self.base_path)
-            }
+            None => format!("{}{}", request_origin(request), self.base_path),
         }
     }
 }

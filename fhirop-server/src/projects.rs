@@ -361,8 +361,7 @@ async fn token(request: HttpRequest, body: web::Bytes, projects: web::Data<Proje
 
 /// `[base]/.well-known/smart-configuration`: where and how to get a token.
 pub async fn smart_configuration(request: HttpRequest) -> HttpResponse {
-    let connection = request.connection_info();
-    let origin = format!("{}://{}", connection.scheme(), connection.host());
+    let origin = fhirop::context::request_origin(&request);
     HttpResponse::Ok().content_type("application/json").body(
         json!({
             "token_endpoint": format!("{origin}/oauth2/token"),
