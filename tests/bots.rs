@@ -877,6 +877,41 @@ fn assert_headers_without_credentials(event: &Value) {
 }
 
 #[test]
+fn an_updated_bot_is_what_the_next_execution_sees() {
+    let server = TestServer::example();
+    let bot = secret_bot(
+        &server,
+        "exports.handler = async (medplum, event) => [event.bot.display, event.secrets];",
+    );
+    assert_eq!(
+        executed(&server, &bot, &json!({})),
+        json!(["eventful", {"apiKey": {"name": "apiKey", "valueString": "s3cret"}}])
+    );
+    assert_eq!(audit_events_of(&server, &bot, 1).len(), 1);
+    // The stored Bot (with its code) under a new name, with a new secret and no AuditEvents.
+    let mut stored = server.get(&format!("/Bot/{bot}")).json();
+    stored["name"] = json!("renamed");
+    stored["secret"] = json!([{"name": "token", "valueString": "t0ken"}]);
+    stored["auditEventTrigger"] = json!("never");
+    let reply = send(
+        "PUT",
+        &server.url(&format!("/Bot/{bot}")),
+        &[("Content-Type", "application/fhir+json")],
+        Some(stored.to_string().as_bytes()),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        executed(&server, &bot, &json!({})),
+        json!(["renamed", {"token": {"name": "token", "valueString": "t0ken"}}])
+    );
+    // The writer keeps order: once a later execution's event is stored, this one's would be.
+    let later = new_bot(&server, "exports.handler = async () => 'later';");
+    assert_eq!(executed(&server, &later, &json!({})), json!("later"));
+    audit_events_of(&server, &later, 1);
+    assert_eq!(audit_events_of(&server, &bot, 1).len(), 1, "auditEventTrigger never");
+}
+
+#[test]
 fn execute_event_carries_input_content_type_bot_secrets_and_trace_id() {
     let server = TestServer::example();
     let bot = secret_bot(&server, "exports.handler = async (medplum, event) => event;");

@@ -20,7 +20,7 @@ impl BotEvent {
     }
 
     /// Sets `name` to `json`, the JSON text of its value.
-    fn set_json(&mut self, name: &'static str, json: String) {
+    pub fn set_json(&mut self, name: &'static str, json: String) {
         match self.members.iter_mut().find(|(member, _)| *member == name) {
             Some((_, existing)) => *existing = json,
             None => self.members.push((name, json)),

@@ -39,27 +39,78 @@ use crate::access::Access;
 pub const IMPLEMENTATION_EXTENSION: &str =
     "https://medplum.com/fhir/StructureDefinition/operationDefinition-implementation";
 
-/// One deployed version of a Bot, ready to run: the resource and its bytecode. Kept until
-/// a write to the Bot (through any route) makes the store forget it.
+/// One deployed version of a Bot, ready to run: its bytecode, and what every execution reads
+/// of the resource, worked out once per version rather than looked up in its JSON per call.
+/// Kept until a write to the Bot (through any route) makes the store forget it.
 #[derive(Debug)]
 struct Compiled {
     /// The Bot's version the bytecode was compiled from.
     version: u64,
-    bot: Arc<Value>,
     bytecode: Arc<Vec<u8>>,
     /// What the Bot's own membership and policy let its `medplum` calls do.
     access: Access,
+    /// `Bot/{id}`.
+    reference: String,
+    /// The event's `bot` member (reference and name), as JSON text.
+    event_bot: String,
+    /// The event's `secrets` member (the Bot's `secret` settings by name), as JSON text.
+    event_secrets: String,
+    /// Medplum's `runAsUser`: the Bot acts as its caller instead of as itself.
+    run_as_user: bool,
+    /// The Bot's own time limit, when it sets one.
+    timeout: Option<Duration>,
+    audit_trigger: AuditTrigger,
 }
 
-/// Whether an execution is recorded as an AuditEvent, by the Bot's `auditEventTrigger` as
-/// Medplum reads it: `always` (the default), `never`, `on-error`, or `on-output` (an error or
-/// console output). A Bot on a hot path can spare the store a write per call.
-fn audits(bot: &Value, succeeded: bool, log: &[String]) -> bool {
-    match bot.get("auditEventTrigger").and_then(Value::as_str) {
-        Some("never") => false,
-        Some("on-error") => !succeeded,
-        Some("on-output") => !succeeded || !log.is_empty(),
-        _ => true,
+impl Compiled {
+    fn new(id: &str, bot: &Value, bytecode: Arc<Vec<u8>>, access: Access) -> Compiled {
+        let reference = format!("Bot/{id}");
+        let event_bot = serde_json::json!({
+            "reference": reference,
+            "display": bot.get("name").cloned().unwrap_or(Value::Null),
+        });
+        Compiled {
+            version: version_of(bot),
+            bytecode,
+            access,
+            event_bot: fhirop::format::json_text(&event_bot),
+            event_secrets: fhirop::format::json_text(&secrets_of(bot)),
+            reference,
+            run_as_user: bot.get("runAsUser").and_then(Value::as_bool).unwrap_or(false),
+            timeout: bot.get("timeout").and_then(Value::as_u64).map(Duration::from_secs),
+            audit_trigger: AuditTrigger::of(bot),
+        }
+    }
+}
+
+/// Which executions are recorded as AuditEvents, by the Bot's `auditEventTrigger` as Medplum
+/// reads it: `always` (the default), `never`, `on-error`, or `on-output` (an error or console
+/// output). A Bot on a hot path can spare the store a write per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuditTrigger {
+    Always,
+    Never,
+    OnError,
+    OnOutput,
+}
+
+impl AuditTrigger {
+    fn of(bot: &Value) -> AuditTrigger {
+        match bot.get("auditEventTrigger").and_then(Value::as_str) {
+            Some("never") => AuditTrigger::Never,
+            Some("on-error") => AuditTrigger::OnError,
+            Some("on-output") => AuditTrigger::OnOutput,
+            _ => AuditTrigger::Always,
+        }
+    }
+
+    fn audits(self, succeeded: bool, log: &[String]) -> bool {
+        match self {
+            AuditTrigger::Always => true,
+            AuditTrigger::Never => false,
+            AuditTrigger::OnError => !succeeded,
+            AuditTrigger::OnOutput => !succeeded || !log.is_empty(),
+        }
     }
 }
 
@@ -78,7 +129,8 @@ pub struct Bots {
     store: StoreHandle,
     audit: AuditWriter,
     registry: OnceLock<Arc<OperationRegistry>>,
-    compiled: RwLock<HashMap<(String, String), Arc<Compiled>>>,
+    /// By tenant, then by Bot id: found by the borrowed names, without building a key.
+    compiled: RwLock<HashMap<String, HashMap<String, Arc<Compiled>>>>,
     strict_levels: bool,
     /// The server's input limits, for the operations Bots call in process.
     limits: fhirop::format::InputLimits,
@@ -194,27 +246,22 @@ impl Bots {
             .and_then(|stored| stored.resource)
         {
             let access = self.bot_access(tenant, id).await?;
-            self.remember(tenant, id, Arc::new(bot), bytecode, access);
+            self.remember(tenant, id, Compiled::new(id, &bot, bytecode, access));
         }
         Ok(())
     }
 
     /// Caches a compiled version unless a newer one is cached already (an execution that read
     /// the Bot before a redeploy must not put the old code back).
-    fn remember(&self, tenant: &str, id: &str, bot: Arc<Value>, bytecode: Arc<Vec<u8>>, access: Access) {
-        let version = version_of(&bot);
-        if let Ok(mut compiled) = self.compiled.write() {
-            let key = (tenant.to_owned(), id.to_owned());
-            if compiled.get(&key).is_none_or(|cached| cached.version < version) {
-                let entry = Compiled {
-                    version,
-                    bot,
-                    bytecode,
-                    access,
-                };
-                compiled.insert(key, Arc::new(entry));
+    fn remember(&self, tenant: &str, id: &str, compiled: Compiled) -> Arc<Compiled> {
+        let compiled = Arc::new(compiled);
+        if let Ok(mut cache) = self.compiled.write() {
+            let bots = cache.entry(tenant.to_owned()).or_default();
+            if bots.get(id).is_none_or(|cached| cached.version < compiled.version) {
+                bots.insert(id.to_owned(), compiled.clone());
             }
         }
+        compiled
     }
 
     /// What `Bot/{id}`'s membership and its AccessPolicy grant. A Bot without a membership
@@ -243,30 +290,31 @@ impl Bots {
     /// Drops every cached Bot of `tenant` (its memberships or policies changed).
     pub fn forget_tenant(&self, tenant: &str) {
         if let Ok(mut compiled) = self.compiled.write() {
-            compiled.retain(|(owner, _), _| owner != tenant);
+            compiled.remove(tenant);
         }
     }
 
     /// Drops the cached version of `Bot/{id}` (the store saw it written).
     pub fn forget(&self, tenant: &str, id: &str) {
-        if let Ok(mut compiled) = self.compiled.write() {
-            compiled.remove(&(tenant.to_owned(), id.to_owned()));
+        if let Ok(mut compiled) = self.compiled.write()
+            && let Some(bots) = compiled.get_mut(tenant)
+        {
+            bots.remove(id);
         }
     }
 
-    /// The Bot and the bytecode of its current version: from the cache, or read and compiled
+    /// The current version of `Bot/{id}`, compiled: from the cache, or read and compiled
     /// (after a restart, or after a write made the cache forget it).
-    async fn current(&self, tenant: &str, id: &str) -> Result<(Arc<Value>, Arc<Vec<u8>>, Access), OperationError> {
-        let key = (tenant.to_owned(), id.to_owned());
+    async fn current(&self, tenant: &str, id: &str) -> Result<Arc<Compiled>, OperationError> {
         let cached = self
             .compiled
             .read()
             .ok()
-            .and_then(|compiled| compiled.get(&key).cloned());
+            .and_then(|compiled| compiled.get(tenant)?.get(id).cloned());
         if let Some(cached) = cached {
-            return Ok((cached.bot.clone(), cached.bytecode.clone(), cached.access.clone()));
+            return Ok(cached);
         }
-        let bot = Arc::new(self.read_bot(tenant, id).await?);
+        let bot = self.read_bot(tenant, id).await?;
         let source = bot
             .get("code")
             .and_then(Value::as_str)
@@ -278,8 +326,7 @@ impl Bots {
             .to_owned();
         let bytecode = self.compile(source).await?;
         let access = self.bot_access(tenant, id).await?;
-        self.remember(tenant, id, bot.clone(), bytecode.clone(), access.clone());
-        Ok((bot, bytecode, access))
+        Ok(self.remember(tenant, id, Compiled::new(id, &bot, bytecode, access)))
     }
 
     /// Runs `Bot/{id}` with `event` (its `bot` and `secrets` filled in here) and records an
@@ -293,39 +340,38 @@ impl Bots {
         requester: Option<String>,
         caller_access: Access,
     ) -> Result<BotResult, OperationError> {
-        let (bot, bytecode, bot_access) = self.current(tenant, id).await?;
-        // Medplum's runAsUser: the Bot acts as its caller instead of as itself.
-        let run_as_user = bot.get("runAsUser").and_then(Value::as_bool).unwrap_or(false);
-        let access = if run_as_user { caller_access } else { bot_access };
-        event.set(
-            "bot",
-            &serde_json::json!({"reference": format!("Bot/{id}"), "display": bot.get("name").cloned().unwrap_or(Value::Null)}),
-        );
-        event.set("secrets", &secrets_of(&bot));
-        let timeout = bot
-            .get("timeout")
-            .and_then(Value::as_u64)
-            .map_or(self.pool.limits().timeout, Duration::from_secs);
+        let bot = self.current(tenant, id).await?;
+        let access = if bot.run_as_user {
+            caller_access
+        } else {
+            bot.access.clone()
+        };
+        event.set_json("bot", bot.event_bot.clone());
+        event.set_json("secrets", bot.event_secrets.clone());
+        let timeout = bot.timeout.unwrap_or(self.pool.limits().timeout);
         let host = HostSpec {
             store: self.store.clone(),
             tenant: tenant.to_owned(),
             base_url: base_url.to_owned(),
             access,
-            caller: format!("Bot/{id}"),
+            caller: bot.reference.clone(),
             registry: self.registry.get().cloned(),
             limits: self.limits,
         };
         let started = (SystemTime::now(), Instant::now());
-        let execution = self.pool.run(bytecode, event.to_json(), host, timeout).await?;
+        let execution = self
+            .pool
+            .run(bot.bytecode.clone(), event.to_json(), host, timeout)
+            .await?;
         let (succeeded, error, value) = match execution.value {
             Ok(value) => (true, None, Some(value)),
             Err(error) => (false, Some(error), None),
         };
         let log = execution.log;
-        if audits(&bot, succeeded, &log) {
+        if bot.audit_trigger.audits(succeeded, &log) {
             self.audit.record(ExecutionRecord {
                 tenant: tenant.to_owned(),
-                bot: format!("Bot/{id}"),
+                bot: bot.reference.clone(),
                 requester,
                 start: format_instant(started.0),
                 end: format_instant(SystemTime::now()),
