@@ -159,7 +159,7 @@ native_function!(host_call, |ctx, arguments| {
         },
         None => failure("no host is serving this execution".to_owned(), serde_json::Value::Null),
     };
-    super::json::parse(ctx, &reply)
+    super::sandbox::parse_kept(ctx, &reply)
 });
 
 native_function!(log, |ctx, arguments| {

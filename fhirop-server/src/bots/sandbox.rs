@@ -160,6 +160,48 @@ fn region_size(memory: usize) -> usize {
 /// executions never collect, since the restore discards their garbage wholesale.
 const GC_HEADROOM: usize = 4 * 1024 * 1024;
 
+/// JSON text per execution whose values [`parse_kept`] keeps until the restore.
+const KEEP_LIMIT: usize = 1024 * 1024;
+
+thread_local! {
+    /// The execution in progress's kept values (see [`parse_kept`]) and the text they came from.
+    static KEPT: RefCell<(Vec<rquickjs::qjs::JSValue>, usize)> = const { RefCell::new((Vec::new(), 0)) };
+}
+
+/// `JSON.parse(text)`, with an extra reference to the value held until the execution ends,
+/// when the restore discards it unreleased. Without it, the handler dropping what it read (the
+/// event, a page of search results) frees it object by object first: 3% of the instructions of
+/// a Bot that reads a page of 20 Patients. Up to [`KEEP_LIMIT`] bytes of text per execution, so a Bot that reads
+/// far more still gets back the memory it lets go.
+pub(super) fn parse_kept<'js>(ctx: &Ctx<'js>, text: &str) -> rquickjs::Result<Value<'js>> {
+    let value = json::parse(ctx, text)?;
+    KEPT.with(|kept| {
+        let (values, bytes) = &mut *kept.borrow_mut();
+        if *bytes + text.len() <= KEEP_LIMIT {
+            *bytes += text.len();
+            // SAFETY: the context is live; the duplicated reference is owned by `KEPT` and
+            // never released: `forget_kept` drops it before the region is restored.
+            #[allow(unsafe_code)]
+            values.push(unsafe { rquickjs::qjs::JS_DupValue(ctx.as_raw().as_ptr(), value.as_raw()) });
+        }
+    });
+    Ok(value)
+}
+
+/// An execution's kept references, forgotten when it ends, however it ends: the restore
+/// discards what they point to (and a runtime that panicked is not used again).
+struct KeptScope;
+
+impl Drop for KeptScope {
+    fn drop(&mut self) {
+        KEPT.with(|kept| {
+            let (values, bytes) = &mut *kept.borrow_mut();
+            values.clear();
+            *bytes = 0;
+        });
+    }
+}
+
 impl Engine {
     /// A runtime with `limits`, its interrupt handler checking the current deadline, and the
     /// template context every execution starts from.
@@ -222,11 +264,14 @@ impl Engine {
     ) -> Result<String, BotError> {
         let limit = timeout.min(self.limits.timeout.max(timeout));
         let scope = bridge::HostScope::enter(host);
+        let kept = KeptScope;
         self.deadline.set(Some(Instant::now() + limit));
         let result = self.run_in(bytecode, event_json, limit);
         self.deadline.set(None);
         drop(scope);
-        // Every handle into the execution's memory was dropped inside `run_in`.
+        // Every handle into the execution's memory was dropped inside `run_in`, but for the
+        // kept ones, which go with the memory.
+        drop(kept);
         self.region.borrow_mut().restore();
         result
     }
@@ -248,7 +293,7 @@ impl Engine {
             };
             let globals = ctx.globals();
             let medplum: Value = globals.get("medplum").map_err(|error| engine_error(error, limit))?;
-            let event = json::parse(&ctx, event_json).catch(&ctx).map_err(caught)?;
+            let event = parse_kept(&ctx, event_json).catch(&ctx).map_err(caught)?;
             let returned: Value = handler.call((medplum, event)).catch(&ctx).map_err(caught)?;
             let value: Value = match returned.as_promise() {
                 Some(promise) => match promise.finish::<Value>().catch(&ctx) {
@@ -484,6 +529,47 @@ mod tests {
             engine.run(&probe, "{}", host(), second).unwrap(),
             r#"[null,1,"{\"a\":1}","function","function"]"#
         );
+    }
+
+    /// Answers every `medplum` call with a page of `count` small resources.
+    struct PagingHost {
+        count: usize,
+    }
+
+    impl Host for PagingHost {
+        fn call(&self, _method: &str, _args: serde_json::Value) -> Result<String, (String, serde_json::Value)> {
+            let resource = r#"{"resourceType":"Patient","id":"p","name":[{"family":"Smith","given":["Ann"]}]}"#;
+            Ok(format!("[{}]", vec![resource; self.count].join(",")))
+        }
+
+        fn log(&self, _level: &str, _text: String) {}
+    }
+
+    #[test]
+    fn what_a_bot_reads_beyond_the_kept_limit_is_given_back_as_it_is_dropped() {
+        // 40 pages of 5,000 Patients: about 17 MB of text and far more as objects, in a heap of
+        // 16 MiB. Only the first megabyte of text stays until the execution ends; the rest is
+        // freed as the Bot drops each page, as it would be without the restore.
+        let engine = Engine::new(SandboxLimits {
+            memory: 16 * 1024 * 1024,
+            ..SandboxLimits::default()
+        })
+        .unwrap();
+        let bytecode = engine
+            .compile(
+                "exports.handler = async (medplum) => {\n\
+                 let read = 0;\n\
+                 for (let page = 0; page < 40; page++) read += (await medplum.searchResources('Patient')).length;\n\
+                 return read; };",
+            )
+            .unwrap();
+        let host = Rc::new(PagingHost { count: 5000 });
+        for _ in 0..2 {
+            assert_eq!(
+                engine.run(&bytecode, "{}", host.clone(), Duration::from_secs(10)),
+                Ok("200000".to_owned())
+            );
+        }
     }
 
     #[test]
