@@ -1,6 +1,8 @@
 //! Content negotiation and the JSON wire format: which media type and layout a response
 //! uses, what a request body may be, and how a resource is written.
 
+use std::borrow::Cow;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
@@ -191,6 +193,26 @@ fn same_media_type(given: &str, known: &str) -> bool {
             .all(|(given, known)| given.eq_ignore_ascii_case(&known) || (given == b' ' && known == b'+'))
 }
 
+/// The name–value pairs of a query string or form body, as `form_urlencoded::parse` reads them
+/// (`+` is a space, percent escapes are decoded with invalid UTF-8 replaced, a pair without
+/// `=` has an empty value, empty pairs are skipped). A pair of UTF-8 without `+` or `%`, nearly
+/// every one, is borrowed as it stands instead of going through the decoder.
+pub fn query_pairs(query: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query
+        .split(|&byte| byte == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            match std::str::from_utf8(pair) {
+                Ok(text) if !text.contains(['+', '%']) => {
+                    let (name, value) = text.split_once('=').unwrap_or((text, ""));
+                    (Cow::Borrowed(name), Cow::Borrowed(value))
+                }
+                // The pair holds no `&`: the decoder sees it alone.
+                _ => form_urlencoded::parse(pair).next().unwrap_or_default(),
+            }
+        })
+}
+
 /// Chooses the response format from `_format`, `_pretty` and `Accept` (with q-values):
 /// anything that admits JSON gets JSON; only XML (or nothing fhirop writes) → 406.
 pub fn negotiate(request: &HttpRequest) -> Result<ResponseFormat, OperationError> {
@@ -199,7 +221,7 @@ pub fn negotiate(request: &HttpRequest) -> Result<ResponseFormat, OperationError
     let query = request.query_string();
     // `_format` and `_pretty` start with `_` (or its escape): most queries need no parsing here.
     let pairs = if query.contains(['_', '%']) {
-        Some(form_urlencoded::parse(query.as_bytes()))
+        Some(query_pairs(query.as_bytes()))
     } else {
         None
     };
@@ -460,6 +482,41 @@ impl<'de> serde::de::Visitor<'de> for DepthLimited<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    proptest::proptest! {
+        #[test]
+        fn query_pairs_are_what_form_urlencoded_reads(
+            query in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    b'a', b'Z', b'0', b'_', b'&', b'&', b'=', b'=', b'+', b'%', b'2', b'4', b'C', b'3', b'A',
+                    b'F', b'g', b' ', 0xC3, 0xA9, 0xFF,
+                ]),
+                0..24,
+            )
+        ) {
+            let ours: Vec<(String, String)> =
+                query_pairs(&query).map(|(name, value)| (name.into_owned(), value.into_owned())).collect();
+            let theirs: Vec<(String, String)> = form_urlencoded::parse(&query)
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect();
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn plain_query_pairs_are_borrowed() {
+        let pairs: Vec<_> = query_pairs(b"name=World&flag&_format=json&&x=a=b").collect();
+        assert_eq!(
+            pairs,
+            [("name", "World"), ("flag", ""), ("_format", "json"), ("x", "a=b")]
+                .map(|(name, value)| (Cow::Borrowed(name), Cow::Borrowed(value)))
+        );
+        assert!(
+            pairs
+                .iter()
+                .all(|(name, value)| matches!((name, value), (Cow::Borrowed(_), Cow::Borrowed(_))))
+        );
+    }
 
     #[test]
     fn content_types_match_without_regard_to_case_and_parameters() {

@@ -16,7 +16,7 @@ use crate::capability::{ServerInfo, capability_statement};
 use crate::context::{BaseUrl, OperationContext, Target, request_origin, tenant_of, with_tenant};
 use crate::definition::{Level, canonical_url, searchset};
 use crate::format::{
-    InputLimits, ResponseFormat, accepts_gzip, check_content_type, negotiate, parse_json_object_within,
+    InputLimits, ResponseFormat, accepts_gzip, check_content_type, negotiate, parse_json_object_within, query_pairs,
 };
 use crate::operation::{IntoOperations, OperationCall};
 use crate::outcome::{IssueType, OperationError};
@@ -672,7 +672,7 @@ async fn execute(
         Default::default()
     } else {
         let mut binder = Binder::new(definition).max_parameters(limits.max_parameters);
-        binder.add_query(form_urlencoded::parse(request.query_string().as_bytes()), is_get)?;
+        binder.add_query(query_pairs(request.query_string().as_bytes()), is_get)?;
         if let Some(body) = body.as_ref().filter(|body| !body.is_empty()) {
             check_content_type(request)?;
             let json = parse_json_object_within(body, limits.max_json_depth)?;

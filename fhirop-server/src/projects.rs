@@ -286,7 +286,7 @@ fn client_project(client: &Value) -> Option<(String, String)> {
 }
 
 async fn token(request: HttpRequest, body: web::Bytes, projects: web::Data<Projects>) -> HttpResponse {
-    let form = crate::rest::query_pairs(&body);
+    let form = crate::rest::owned_query_pairs(&body);
     let grant = form
         .iter()
         .find(|(key, _)| key == "grant_type")

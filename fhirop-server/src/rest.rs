@@ -432,9 +432,9 @@ const CONTROL_PARAMETERS: [&str; 9] = [
     "_getpagesoffset",
 ];
 
-/// The decoded `(name, value)` pairs of a query string or form body.
-pub fn query_pairs(query: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(query)
+/// The decoded `(name, value)` pairs of a query string or form body, owned.
+pub fn owned_query_pairs(query: &[u8]) -> Vec<(String, String)> {
+    fhirop::format::query_pairs(query)
         .map(|(name, value)| (name.into_owned(), value.into_owned()))
         .collect()
 }
@@ -544,10 +544,10 @@ async fn search_route(request: HttpRequest, payload: web::Payload, state: web::D
     rest!(request, state, |rest| {
         let resource_type = resource_type_in_url(&request)?;
         rest.access.require_read(&resource_type)?;
-        let mut pairs = query_pairs(request.query_string().as_bytes());
+        let mut pairs = owned_query_pairs(request.query_string().as_bytes());
         if request.method() == actix_web::http::Method::POST {
             let body = read_body(&request, payload, state.body_limit()).await?;
-            pairs.extend(query_pairs(&body));
+            pairs.extend(owned_query_pairs(&body));
         }
         let query = search_query(&resource_type, pairs, prefers_strict(&request))?;
         let result = rest.store.search(&rest.tenant, &query).await?;

@@ -11,7 +11,7 @@ use fhirop::types::lexical::is_id;
 use serde_json::{Value, json};
 
 use crate::access::Access;
-use crate::rest::{check_resource, query_pairs, search_query};
+use crate::rest::{check_resource, owned_query_pairs, search_query};
 
 /// What one entry will do.
 enum Plan {
@@ -27,7 +27,7 @@ enum Plan {
 /// (percent-encoded or not, in another order) are one key.
 fn conditional_key(conditional: &str) -> String {
     let (resource_type, query) = conditional.split_once('?').unwrap_or((conditional, ""));
-    let mut pairs: Vec<(String, String)> = query_pairs(query.as_bytes());
+    let mut pairs: Vec<(String, String)> = owned_query_pairs(query.as_bytes());
     pairs.sort();
     let query: Vec<String> = pairs
         .into_iter()
@@ -49,7 +49,7 @@ async fn search_ids(
     let (resource_type, query) = conditional
         .split_once('?')
         .ok_or_else(|| OperationError::invalid(format!("'{conditional}' is not a conditional URL (Type?query)")))?;
-    let pairs = query_pairs(query.as_bytes());
+    let pairs = owned_query_pairs(query.as_bytes());
     let mut search = search_query(resource_type, pairs, true)?;
     if search.params.is_empty() {
         return Err(OperationError::invalid(format!(

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::sandbox::Host;
 use crate::access::Access;
-use crate::rest::{check_resource, query_pairs, search_query, searchset};
+use crate::rest::{check_resource, owned_query_pairs, search_query, searchset};
 use crate::transaction::process_bundle;
 
 /// The runtime that runs store calls from threads outside the HTTP workers (Bot workers, the
@@ -131,14 +131,14 @@ impl StoreHost {
             // on as they are: no Bundle, and no resource parsed and serialized on the way.
             "search-resources" => {
                 let resource_type = text(0)?;
-                let pairs = query_pairs(text(1)?.as_bytes());
+                let pairs = owned_query_pairs(text(1)?.as_bytes());
                 let query = search_query(&resource_type, pairs, false)?;
                 return Ok(store.search_resources_json(tenant, &query).await?);
             }
             "read" => read(store, tenant, &text(0)?, &text(1)?).await,
             "search" => {
                 let resource_type = text(0)?;
-                let pairs = query_pairs(text(1)?.as_bytes());
+                let pairs = owned_query_pairs(text(1)?.as_bytes());
                 let query = search_query(&resource_type, pairs, false)?;
                 let result = store.search(tenant, &query).await?;
                 Ok(searchset(base_url, &query, result).into_json())
@@ -168,7 +168,7 @@ impl StoreHost {
             "upsert" => {
                 let mut resource = arg(0);
                 let resource_type = checked_type(&resource)?;
-                let pairs = query_pairs(text(1)?.as_bytes());
+                let pairs = owned_query_pairs(text(1)?.as_bytes());
                 let mut query = search_query(&resource_type, pairs, true)?;
                 query.count = 2;
                 let found = store.search(tenant, &query).await?.resources;
