@@ -1,6 +1,7 @@
 //! What a handler knows about its call, and how it shapes the response (IBM's
 //! `FHIROperationContext`).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -15,8 +16,9 @@ use crate::outcome::OperationError;
 /// The identity of the caller, as the server's authentication established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// A FHIR reference to the caller (`ClientApplication/…`, `Practitioner/…`).
-    pub reference: String,
+    /// A FHIR reference to the caller (`ClientApplication/…`, `Practitioner/…`): borrowed when
+    /// it is a fixed one, such as an administrator's, so that naming it costs no allocation.
+    pub reference: Cow<'static, str>,
 }
 
 /// Everything a handler may want to know about its call, and the controls it has over the
@@ -257,9 +259,9 @@ impl OperationContext {
 }
 
 /// The tenant a request belongs to, as the server's authentication set it in the request's
-/// extensions; `default` until then.
+/// extensions; `default` until then. Borrowed when it is a fixed name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tenant(pub String);
+pub struct Tenant(pub Cow<'static, str>);
 
 /// The tenant of `request`.
 pub fn tenant_of(request: &HttpRequest) -> String {
@@ -273,7 +275,7 @@ pub fn with_tenant<R>(request: &HttpRequest, f: impl FnOnce(&str) -> R) -> R {
     f(request
         .extensions()
         .get::<Tenant>()
-        .map_or(DEFAULT_TENANT, |tenant| tenant.0.as_str()))
+        .map_or(DEFAULT_TENANT, |tenant| tenant.0.as_ref()))
 }
 
 /// The tenant of requests nobody assigned to one.

@@ -87,14 +87,20 @@ pub fn resource_output<T: serde::Serialize>(resource: &T) -> Result<OperationOut
         .map_err(|error| OperationError::internal(format!("the resource could not be serialized: {error}")))
 }
 
-/// Wraps values as the `return` parameter of a `Parameters`.
-pub fn return_parameters(values: Vec<crate::types::ParamValue>) -> OperationOutput {
-    match crate::types::parameters_json(std::iter::once(("return", values.as_slice()))) {
+/// Wraps values as the `return` parameter of a `Parameters`: a `Vec`, or an array for a single
+/// value, which costs no allocation.
+pub fn return_parameters<V>(values: V) -> OperationOutput
+where
+    V: AsRef<[crate::types::ParamValue]> + IntoIterator<Item = crate::types::ParamValue>,
+{
+    match crate::types::parameters_json(std::iter::once(("return", values.as_ref()))) {
         Ok(bytes) => OperationOutput::Json(bytes.into()),
         // Kept on the general path, which falls back to the value form.
         Err(_) => {
             let mut parameters = BoundParams::new();
-            parameters.extend("return", values);
+            for value in values {
+                parameters.push("return", value);
+            }
             parameters_output(parameters)
         }
     }
@@ -162,7 +168,7 @@ macro_rules! return_value_output {
                 vec![ParamDefinition::output::<$value_type>("return")]
             }
             fn into_output(self) -> Result<OperationOutput, OperationError> {
-                Ok(return_parameters(vec![self.to_param_value()]))
+                Ok(return_parameters([self.to_param_value()]))
             }
         }
     )*};

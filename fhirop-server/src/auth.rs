@@ -147,9 +147,9 @@ impl Authenticator {
     /// Who the admin token stands for: an administrator of the default project.
     fn admin_identity(&self) -> (Tenant, Caller, Access) {
         (
-            Tenant(DEFAULT_TENANT.to_owned()),
+            Tenant(DEFAULT_TENANT.into()),
             Caller {
-                reference: ADMIN_CALLER.to_owned(),
+                reference: ADMIN_CALLER.into(),
             },
             Access::administrator(),
         )
@@ -189,9 +189,9 @@ impl Authenticator {
             None => None,
         };
         Ok((
-            Tenant(claims.project),
+            Tenant(claims.project.into()),
             Caller {
-                reference: claims.subject,
+                reference: claims.subject.into(),
             },
             Access::from_membership(&membership, policy.as_ref()),
         ))

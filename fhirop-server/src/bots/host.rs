@@ -379,9 +379,9 @@ impl StoreHost {
         {
             use actix_web::HttpMessage;
             let mut extensions = request.extensions_mut();
-            extensions.insert(Tenant(tenant.clone()));
+            extensions.insert(Tenant(tenant.clone().into()));
             extensions.insert(Caller {
-                reference: caller.clone(),
+                reference: caller.clone().into(),
             });
             extensions.insert(access.clone());
         }

@@ -58,7 +58,7 @@ async fn invoke(
         }
         event.set("resource", &resource);
     }
-    let requester = context.caller().map(|caller| caller.reference);
+    let requester = context.caller().map(|caller| caller.reference.into_owned());
     if let Some(requester) = &requester {
         event.set("requester", &json!({ "reference": requester }));
     }

@@ -121,7 +121,7 @@ impl BotProvider {
             body_json(&body)?
         };
         event.set("input", &input);
-        let requester = context.caller().map(|caller| caller.reference);
+        let requester = context.caller().map(|caller| caller.reference.into_owned());
         let result = self
             .bots
             .execute(
