@@ -77,9 +77,11 @@ fn capability(c: &mut Criterion) {
 
 fn quickjs(c: &mut Criterion) {
     let engine = Engine::new(SandboxLimits::default()).expect("QuickJS starts");
-    let bytecode = engine
-        .compile("exports.handler = async function (medplum, event) { return event.input; };")
-        .expect("compiles");
+    let bytecode = std::sync::Arc::new(
+        engine
+            .compile("exports.handler = async function (medplum, event) { return event.input; };")
+            .expect("compiles"),
+    );
     c.bench_function("QuickJS fresh context + trivial handler", |b| {
         b.iter(|| {
             let host = Rc::new(RecordingHost::default());

@@ -3,10 +3,11 @@
 //! Every allocation QuickJS makes goes through [`RegionAllocator`] into one reserved region of
 //! address space, and the allocator keeps its own state (the bump offset and the free lists)
 //! at the region's start. Once the template context is built (intrinsics, host bridge,
-//! prelude), [`Region::snapshot`] copies the used part of the region aside; after every
-//! execution [`Region::restore`] copies it back. The next execution finds the runtime bit for
-//! bit as it was before the first one: nothing a Bot did survives it, and nothing it allocated
-//! has to be freed or collected.
+//! prelude), [`Region::snapshot`] copies the used part of the region aside; so does
+//! [`Region::capture`] once a Bot's module has been read into it (`sandbox.rs`). Before every
+//! execution [`Region::restore_image`] copies the image it needs back. The execution finds the
+//! runtime bit for bit as it was before the first one: nothing a Bot did survives it, and
+//! nothing it allocated has to be freed or collected.
 //!
 //! That is why a fresh context costs a copy of a few hundred kilobytes instead of building
 //! the ECMAScript built-ins again (about 48 µs) and collecting the old context's cycles.
@@ -14,6 +15,8 @@
 //! What the restore relies on, and how the sandbox keeps it true:
 //! - No pointer outside the region refers to memory the execution allocated once it ends:
 //!   every rquickjs handle of an execution is dropped inside `Context::with`, before the restore.
+//! - Every image was captured from this region, and what points into an image (a module the
+//!   sandbox keeps) is used only while the region holds that image.
 //! - Nothing in the template owns memory outside the region whose release a Bot could
 //!   trigger: the host functions are plain C functions with no Rust data (`bridge.rs`).
 //! - One thread uses the region, and the runtime is dropped before the region is unmapped.
@@ -75,7 +78,18 @@ pub(crate) struct Region {
     base: NonNull<u8>,
     size: usize,
     /// The used part of the region when the template was complete.
-    template: Vec<u8>,
+    template: Image,
+}
+
+/// A copy of the used part of a [`Region`], which [`Region::restore_image`] puts back.
+#[derive(Default)]
+pub(crate) struct Image(Vec<u8>);
+
+impl Image {
+    /// Its size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 impl std::fmt::Debug for Region {
@@ -110,7 +124,7 @@ impl Region {
         let region = Region {
             base,
             size,
-            template: Vec::new(),
+            template: Image::default(),
         };
         // SAFETY: the mapping is at least size_of::<State>() bytes, page-aligned and zeroed;
         // zero is a valid State (empty free lists), and this is its only reference.
@@ -144,32 +158,51 @@ impl Region {
 
     /// Takes the current contents as the template every [`Region::restore`] returns to.
     pub(crate) fn snapshot(&mut self) {
+        self.template = self.capture();
+    }
+
+    /// A copy of the current contents.
+    pub(crate) fn capture(&self) -> Image {
         let used = self.used();
         // SAFETY: [base, base + used) lies within the mapping and is initialized: the state,
         // then blocks (never-written bytes of a fresh mapping read as zero).
-        self.template = unsafe { std::slice::from_raw_parts(self.base.as_ptr(), used) }.to_vec();
+        Image(unsafe { std::slice::from_raw_parts(self.base.as_ptr(), used) }.to_vec())
     }
 
-    /// Puts the template back, and gives the system back what a large execution used beyond it.
-    ///
-    /// The caller guarantees that no pointer into memory allocated after the snapshot is
-    /// still in use: this is the end of an execution, with its every handle dropped.
+    /// Puts the template back (see [`Region::restore_image`]).
     pub(crate) fn restore(&mut self) {
-        if self.template.is_empty() {
+        let template = std::mem::take(&mut self.template);
+        self.restore_image(&template);
+        self.template = template;
+    }
+
+    /// Puts `image` back, and gives the system back what a large execution used beyond it.
+    ///
+    /// The caller guarantees that `image` was captured from this region, and that no pointer
+    /// into memory allocated after it is still in use: this is between executions, with
+    /// their every handle dropped.
+    pub(crate) fn restore_image(&mut self, image: &Image) {
+        if image.0.is_empty() {
             return;
         }
         let used = self.used();
-        // SAFETY: the template was copied from the start of this same region, so it fits;
-        // the two do not overlap (the template is on the Rust heap).
-        unsafe { ptr::copy_nonoverlapping(self.template.as_ptr(), self.base.as_ptr(), self.template.len()) };
-        let keep = self.template.len().next_multiple_of(page_size());
+        // SAFETY: the image was copied from the start of this same region, so it fits; the
+        // two do not overlap (the image is on the Rust heap).
+        unsafe { ptr::copy_nonoverlapping(image.0.as_ptr(), self.base.as_ptr(), image.0.len()) };
+        let keep = image.0.len().next_multiple_of(page_size());
         if used > keep + RELEASE_BEYOND {
             let length = used.next_multiple_of(page_size()).min(self.size) - keep;
             // SAFETY: [base + keep, base + keep + length) is page-aligned, inside the mapping,
-            // and past the template: nothing live refers to it after the copy above. Private
+            // and past the image: nothing live refers to it after the copy above. Private
             // anonymous pages read back as zero.
             unsafe { libc::madvise(self.base.as_ptr().add(keep).cast(), length, libc::MADV_DONTNEED) };
         }
+    }
+
+    /// Whether an execution that started from `image` went past it by more than the region
+    /// keeps resident between executions.
+    pub(crate) fn grew_past(&self, image: &Image) -> bool {
+        self.used() > image.0.len().next_multiple_of(page_size()) + RELEASE_BEYOND
     }
 }
 

@@ -151,8 +151,9 @@ fn work(jobs: Receiver<Job>, limits: SandboxLimits) {
                         "the engine panicked; the server logged the details".into(),
                     ))
                 });
-                // Every execution's memory is restored to the template, out of memory or not;
-                // a runtime that failed inside (or panicked) is not trusted again.
+                // The next execution starts from a restored image whatever this one did, out
+                // of memory or not; a runtime that failed inside (or panicked) is not trusted
+                // again.
                 let keep = !matches!(result, Err(BotError::Engine(_)));
                 let _ = reply.send(Execution {
                     value: result,

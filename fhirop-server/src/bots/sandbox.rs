@@ -1,6 +1,6 @@
 //! The QuickJS sandbox a Bot runs in: one runtime per worker thread with memory, stack and
-//! time limits; a fresh context per execution, restored from a snapshot of the template
-//! (`heap.rs`); bytecode compiled once per deployed version.
+//! time limits; a fresh context per execution, restored from a snapshot of the template with
+//! the Bot's module read in (`heap.rs`); bytecode compiled once per deployed version.
 //!
 //! The only bridge to the host is one function taking JSON text and returning the reply's
 //! value (read by `json.rs`); the `medplum` object and `console` are written in JavaScript on
@@ -8,14 +8,19 @@
 //! (`bridge.rs`).
 
 use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::heap::Region;
+use super::heap::{Image, Region};
 use super::{bridge, json};
 
 use rquickjs::context::intrinsic;
-use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Runtime, Value, module::WriteOptions};
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Promise, Runtime, Value, module::WriteOptions,
+    qjs,
+};
 
 /// The limits every execution runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,16 +112,37 @@ type BotIntrinsics = (
     intrinsic::Promise,
 );
 
+/// How many Bots a worker keeps a loaded image of. Each is about the template's size
+/// (190 KiB), taken the first time the worker runs that Bot's version.
+const LOADED_IMAGES: usize = 8;
+
 /// One QuickJS runtime, owned by one worker thread, and its template context: the
 /// intrinsics, the host bridge and the evaluated prelude. Every execution starts from the
-/// template as it was when first built, and the region is put back afterwards (`heap.rs`).
+/// template as it was when first built with its Bot's module read in but not yet evaluated
+/// (`heap.rs`).
 pub struct Engine {
-    // Field order is drop order: the context and the runtime live in `region`, which goes last.
+    // Field order is drop order: the context and the runtime live in `region`; the loaded
+    // Bots' bytecode, which their modules may point into, goes after it.
     template: Context,
     runtime: Runtime,
     region: RefCell<Region>,
+    loaded: RefCell<Vec<LoadedBot>>,
     deadline: Rc<Cell<Option<Instant>>>,
     limits: SandboxLimits,
+}
+
+/// The region as it is once a Bot's bytecode has been read into the template: reading it
+/// (`JS_ReadObject`: its atoms, functions and constants) was an eighth of the Bot worker's
+/// time in W3. Only reading: the module is evaluated in every execution, so its top-level
+/// code runs each time, as it does in Medplum.
+struct LoadedBot {
+    /// The bytecode it was read from, by identity: held so that its address cannot be reused,
+    /// and because QuickJS reads bytecode in place (`JS_READ_OBJ_ROM_DATA`), so the module
+    /// may point into it.
+    bytecode: Arc<Vec<u8>>,
+    image: Image,
+    /// The module in `image`: valid whenever the region holds that image.
+    module: NonNull<qjs::JSModuleDef>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -238,6 +264,7 @@ impl Engine {
             template,
             runtime,
             region: RefCell::new(region),
+            loaded: RefCell::new(Vec::new()),
             deadline,
             limits,
         })
@@ -245,6 +272,9 @@ impl Engine {
 
     /// Compiles a Bot's code to bytecode, once per deployed version.
     pub fn compile(&self, source: &str) -> Result<Vec<u8>, BotError> {
+        // The region is put back before an execution, not after: the last one's memory is
+        // still there.
+        self.region.borrow_mut().restore();
         let compiled = compile_in(&self.runtime, BOT_FILE, as_module_source(source));
         self.region.borrow_mut().restore();
         compiled
@@ -253,27 +283,61 @@ impl Engine {
     /// Runs a compiled Bot's `handler(medplum, event)` in a fresh context and returns its
     /// value as JSON text (`undefined` as `null`).
     ///
-    /// Fresh means the template exactly as built: the region is restored after every
-    /// execution, so whatever the Bot changed or allocated is gone for the next one.
+    /// Fresh means the template exactly as built, with the Bot's module read in: the region
+    /// is restored before every execution, so whatever the last one changed or allocated is
+    /// gone. One copy per execution whichever Bot ran before; an execution that grew the
+    /// region far gives the memory back as soon as it ends.
     pub fn run(
         &self,
-        bytecode: &[u8],
+        bytecode: &Arc<Vec<u8>>,
         event_json: &str,
         host: Rc<dyn Host>,
         timeout: Duration,
     ) -> Result<String, BotError> {
         let limit = timeout.min(self.limits.timeout.max(timeout));
+        let module = self.load_fresh(bytecode)?;
         let scope = bridge::HostScope::enter(host);
         let kept = KeptScope;
         self.deadline.set(Some(Instant::now() + limit));
-        let result = self.run_in(bytecode, event_json, limit);
+        let result = self.run_in(module, event_json, limit);
         self.deadline.set(None);
         drop(scope);
         // Every handle into the execution's memory was dropped inside `run_in`, but for the
         // kept ones, which go with the memory.
         drop(kept);
-        self.region.borrow_mut().restore();
+        let mut region = self.region.borrow_mut();
+        if let Some(loaded) = self.loaded.borrow().last()
+            && region.grew_past(&loaded.image)
+        {
+            region.restore_image(&loaded.image);
+        }
         result
+    }
+
+    /// Restores the region to the template with `bytecode`'s module read in, reading it and
+    /// keeping the image the first time, and returns the module. The Bot it is for becomes
+    /// the last of [`Engine::loaded`], which holds the most recently run last.
+    fn load_fresh(&self, bytecode: &Arc<Vec<u8>>) -> Result<FreshModule, BotError> {
+        let mut loaded = self.loaded.borrow_mut();
+        let mut region = self.region.borrow_mut();
+        if let Some(index) = loaded.iter().position(|bot| Arc::ptr_eq(&bot.bytecode, bytecode)) {
+            let bot = loaded.remove(index);
+            region.restore_image(&bot.image);
+            let module = bot.module;
+            loaded.push(bot);
+            return Ok(FreshModule(module));
+        }
+        region.restore();
+        let module = self.template.with(|ctx| read_module(&ctx, bytecode))?;
+        if loaded.len() >= LOADED_IMAGES {
+            loaded.remove(0);
+        }
+        loaded.push(LoadedBot {
+            bytecode: bytecode.clone(),
+            image: region.capture(),
+            module,
+        });
+        Ok(FreshModule(module))
     }
 
     /// Bytes of the template image each execution starts from.
@@ -281,13 +345,14 @@ impl Engine {
         self.region.borrow().template_size()
     }
 
-    fn run_in(&self, bytecode: &[u8], event_json: &str, limit: Duration) -> Result<String, BotError> {
+    fn run_in(&self, module: FreshModule, event_json: &str, limit: Duration) -> Result<String, BotError> {
         let deadline = self.deadline.clone();
         self.template.with(|ctx| {
             let caught = |error: CaughtError<'_>| self.classify(error, limit);
-            let (module, done) = load(&ctx, bytecode)?.eval().catch(&ctx).map_err(caught)?;
+            let done = module.evaluate(&ctx).catch(&ctx).map_err(caught)?;
             done.finish::<Value>().catch(&ctx).map_err(caught)?;
-            let handler: Function = match module.get::<_, Value>("handler") {
+            let namespace = module.namespace(&ctx).catch(&ctx).map_err(caught)?;
+            let handler: Function = match namespace.get::<_, Value>("handler") {
                 Ok(value) if value.is_function() => value.into_function().ok_or(BotError::NoHandler)?,
                 _ => return Err(BotError::NoHandler),
             };
@@ -354,6 +419,14 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The context and the runtime are freed from the template they were built as, not
+        // from what the last execution left.
+        self.region.get_mut().restore();
+    }
+}
+
 /// Compiles `source` as the module `name` in a context of its own, to bytecode.
 fn compile_in(runtime: &Runtime, name: &str, source: String) -> Result<Vec<u8>, BotError> {
     let context = Context::full(runtime).map_err(|error| BotError::Engine(error.to_string()))?;
@@ -399,6 +472,78 @@ fn load<'js>(ctx: &Ctx<'js>, bytecode: &[u8]) -> Result<Module<'js, rquickjs::mo
     unsafe { Module::load(ctx.clone(), bytecode) }.map_err(|error| BotError::Engine(error.to_string()))
 }
 
+/// Reads a Bot's bytecode into `ctx` as a module, not evaluated, as [`load`] does, and returns
+/// the module itself: rquickjs's handle cannot be made again from it once the image holding
+/// it is put back.
+#[allow(unsafe_code)]
+fn read_module(ctx: &Ctx<'_>, bytecode: &[u8]) -> Result<NonNull<qjs::JSModuleDef>, BotError> {
+    // SAFETY: as in `load`: the bytecode was written by `compile_in` in this process. The
+    // module's value is not released: the image it is kept in holds it.
+    unsafe {
+        let value = qjs::JS_ReadObject(
+            ctx.as_raw().as_ptr(),
+            bytecode.as_ptr(),
+            bytecode.len() as qjs::size_t,
+            (qjs::JS_READ_OBJ_BYTECODE | qjs::JS_READ_OBJ_ROM_DATA) as i32,
+        );
+        if qjs::JS_IsException(value) {
+            let error = ctx.catch();
+            return Err(BotError::Engine(format!(
+                "the Bot's bytecode could not be read: {error:?}"
+            )));
+        }
+        if qjs::JS_VALUE_GET_TAG(value) != qjs::JS_TAG_MODULE {
+            qjs::JS_FreeValue(ctx.as_raw().as_ptr(), value);
+            return Err(BotError::Engine("the Bot's bytecode is not a module".into()));
+        }
+        NonNull::new(qjs::JS_VALUE_GET_PTR(value).cast())
+            .ok_or_else(|| BotError::Engine("the Bot's bytecode read as no module".into()))
+    }
+}
+
+/// A Bot's module in the region as [`Engine::load_fresh`] just put it back: read in, not yet
+/// evaluated. Only `load_fresh` makes one, and only for the execution it prepared.
+#[derive(Debug, Clone, Copy)]
+struct FreshModule(NonNull<qjs::JSModuleDef>);
+
+#[allow(unsafe_code)]
+impl FreshModule {
+    /// Evaluates the module: its promise settles once the module's top-level code has run.
+    fn evaluate<'js>(self, ctx: &Ctx<'js>) -> rquickjs::Result<Promise<'js>> {
+        let raw = ctx.as_raw().as_ptr();
+        // SAFETY: the module is live in this context (see the type). JS_EvalFunction takes a
+        // reference to the module, so one is added first, as rquickjs's `Module::eval` does.
+        let promise = unsafe {
+            let value = qjs::JS_MKPTR(qjs::JS_TAG_MODULE, self.0.as_ptr().cast());
+            qjs::JS_DupValue(raw, value);
+            let promise = qjs::JS_EvalFunction(raw, value);
+            if qjs::JS_IsException(promise) {
+                return Err(rquickjs::Error::Exception);
+            }
+            Value::from_raw(ctx.clone(), promise)
+        };
+        promise
+            .into_promise()
+            .ok_or_else(|| rquickjs::Error::new_from_js("value", "promise"))
+    }
+
+    /// The module's exports, once evaluated.
+    fn namespace<'js>(self, ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
+        // SAFETY: the module is live in this context (see the type); the namespace comes back
+        // owned, or as an exception.
+        let namespace = unsafe {
+            let namespace = qjs::JS_GetModuleNamespace(ctx.as_raw().as_ptr(), self.0.as_ptr());
+            if qjs::JS_IsException(namespace) {
+                return Err(rquickjs::Error::Exception);
+            }
+            Value::from_raw(ctx.clone(), namespace)
+        };
+        namespace
+            .into_object()
+            .ok_or_else(|| rquickjs::Error::new_from_js("value", "object"))
+    }
+}
+
 /// A [`Host`] that records console lines, for tests and Bots without store access.
 #[derive(Debug, Default)]
 pub struct RecordingHost {
@@ -430,7 +575,7 @@ mod tests {
             ..SandboxLimits::default()
         })
         .unwrap();
-        let bytecode = engine.compile(source)?;
+        let bytecode = Arc::new(engine.compile(source)?);
         engine.run(
             &bytecode,
             event,
@@ -497,9 +642,13 @@ mod tests {
     #[test]
     fn no_state_leaks_between_executions() {
         let engine = Engine::new(SandboxLimits::default()).unwrap();
-        let bytecode = engine
-            .compile("globalThis.count = (globalThis.count || 0) + 1;\nexports.handler = async () => globalThis.count;")
-            .unwrap();
+        let bytecode = Arc::new(
+            engine
+                .compile(
+                    "globalThis.count = (globalThis.count || 0) + 1;\nexports.handler = async () => globalThis.count;",
+                )
+                .unwrap(),
+        );
         for _ in 0..3 {
             let host = Rc::new(RecordingHost::default());
             assert_eq!(engine.run(&bytecode, "{}", host, Duration::from_secs(1)).unwrap(), "1");
@@ -509,19 +658,23 @@ mod tests {
     #[test]
     fn nothing_a_bot_changes_reaches_the_next_execution() {
         let engine = Engine::new(SandboxLimits::default()).unwrap();
-        let polluter = engine
-            .compile(
-                "exports.handler = async () => {\n\
+        let polluter = Arc::new(
+            engine
+                .compile(
+                    "exports.handler = async () => {\n\
                  Object.prototype.polluted = 1; Array.prototype.push = () => 0; JSON.stringify = () => 'forged';\n\
                  globalThis.medplum = null; delete globalThis.console; return 'done'; };",
-            )
-            .unwrap();
-        let probe = engine
-            .compile(
-                "exports.handler = async (medplum) =>\n\
+                )
+                .unwrap(),
+        );
+        let probe = Arc::new(
+            engine
+                .compile(
+                    "exports.handler = async (medplum) =>\n\
                  [({}).polluted, [].push(1), JSON.stringify({a: 1}), typeof medplum.readResource, typeof console.log];",
-            )
-            .unwrap();
+                )
+                .unwrap(),
+        );
         let host = || Rc::new(RecordingHost::default());
         let second = Duration::from_secs(1);
         assert_eq!(engine.run(&polluter, "{}", host(), second).unwrap(), r#""done""#);
@@ -555,14 +708,16 @@ mod tests {
             ..SandboxLimits::default()
         })
         .unwrap();
-        let bytecode = engine
-            .compile(
-                "exports.handler = async (medplum) => {\n\
+        let bytecode = Arc::new(
+            engine
+                .compile(
+                    "exports.handler = async (medplum) => {\n\
                  let read = 0;\n\
                  for (let page = 0; page < 40; page++) read += (await medplum.searchResources('Patient')).length;\n\
                  return read; };",
-            )
-            .unwrap();
+                )
+                .unwrap(),
+        );
         let host = Rc::new(PagingHost { count: 5000 });
         for _ in 0..2 {
             assert_eq!(
@@ -582,7 +737,7 @@ mod tests {
     }
 
     #[test]
-    fn every_execution_starts_from_the_template_and_gives_its_memory_back() {
+    fn every_execution_starts_from_its_bots_image_and_gives_its_memory_back() {
         let engine = Engine::new(SandboxLimits {
             memory: 32 * 1024 * 1024,
             ..SandboxLimits::default()
@@ -590,31 +745,72 @@ mod tests {
         .unwrap();
         let template = engine.template_size();
         assert_eq!(engine.region.borrow().used(), template);
-        let hungry = engine
-            .compile("exports.handler = async () => { const a = []; for (;;) a.push('x'.repeat(1000)); };")
-            .unwrap();
-        let small = engine
-            .compile("exports.handler = async (m, event) => event.input * 2;")
-            .unwrap();
+        let hungry = Arc::new(
+            engine
+                .compile("exports.handler = async () => { const a = []; for (;;) a.push('x'.repeat(1000)); };")
+                .unwrap(),
+        );
+        let small = Arc::new(
+            engine
+                .compile("exports.handler = async (m, event) => event.input * 2;")
+                .unwrap(),
+        );
         let second = Duration::from_secs(5);
+        let last_image = || engine.loaded.borrow().last().map(|bot| bot.image.len()).unwrap();
         for _ in 0..3 {
             let host = Rc::new(RecordingHost::default());
             assert_eq!(
                 engine.run(&hungry, "{}", host, second).unwrap_err(),
                 BotError::OutOfMemory
             );
-            assert_eq!(engine.region.borrow().used(), template);
+            // The 32 MiB it filled went back as soon as it ended: the region holds the
+            // template with the Bot's module read in, a few KiB more.
+            let image = last_image();
+            assert!(image > template && image < template + 64 * 1024, "{image} bytes");
+            assert_eq!(engine.region.borrow().used(), image);
             let host = Rc::new(RecordingHost::default());
             assert_eq!(engine.run(&small, r#"{"input":21}"#, host, second).unwrap(), "42");
         }
+        assert_eq!(engine.loaded.borrow().len(), 2);
+    }
+
+    #[test]
+    fn bots_taking_turns_each_run_their_own_code_however_many_there_are() {
+        let engine = Engine::new(SandboxLimits::default()).unwrap();
+        let bots: Vec<Arc<Vec<u8>>> = (0..LOADED_IMAGES + 2)
+            .map(|index| {
+                let source = format!("let runs = 0;\nexports.handler = async () => [{index}, ++runs];");
+                Arc::new(engine.compile(&source).unwrap())
+            })
+            .collect();
+        for _ in 0..2 {
+            for (index, bytecode) in bots.iter().enumerate().rev() {
+                let host = Rc::new(RecordingHost::default());
+                // The module's top-level code runs in every execution: `runs` starts at 0.
+                assert_eq!(
+                    engine.run(bytecode, "{}", host, Duration::from_secs(1)).unwrap(),
+                    format!("[{index},1]")
+                );
+            }
+        }
+        assert_eq!(engine.loaded.borrow().len(), LOADED_IMAGES);
+        // A new version of the first Bot is new bytecode: its own image, its own code.
+        let redeployed = Arc::new(engine.compile("exports.handler = async () => 'v2';").unwrap());
+        let host = Rc::new(RecordingHost::default());
+        assert_eq!(
+            engine.run(&redeployed, "{}", host, Duration::from_secs(1)).unwrap(),
+            r#""v2""#
+        );
     }
 
     #[test]
     fn math_random_differs_between_executions() {
         let engine = Engine::new(SandboxLimits::default()).unwrap();
-        let bytecode = engine
-            .compile("exports.handler = async () => [Math.random(), Math.random()];")
-            .unwrap();
+        let bytecode = Arc::new(
+            engine
+                .compile("exports.handler = async () => [Math.random(), Math.random()];")
+                .unwrap(),
+        );
         let mut draws = Vec::new();
         for _ in 0..3 {
             let host = Rc::new(RecordingHost::default());
