@@ -459,12 +459,21 @@ fn reset_peak(pid: u32) {
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A size from the child's `/proc/{pid}/status`, in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|line| line.starts_with("VmHWM:"))
+                .find(|line| line.starts_with(field))
                 .and_then(|line| line.split_whitespace().nth(1))
                 .and_then(|kib| kib.parse::<f64>().ok())
         })
@@ -514,12 +523,47 @@ fn check(server: &Server, workload: &Workload) -> Result<String, Error> {
 }
 
 fn measure(cli: &Cli, server: &Server, workload: &Workload) -> Result<Measurement, Error> {
+    Ok(measure_storing(cli, server, workload, None)?.0)
+}
+
+/// What a measured run left in the server: how many resources it stored, and how much the
+/// server's RSS grew while it did.
+struct Stored {
+    resources: f64,
+    grown_mib: f64,
+}
+
+/// Measures `workload`; with `count_url` (a `_summary=count` search), also what the measured
+/// run stored. The warm-up runs first, so the RSS it grew and any memory the set-up freed and
+/// the store takes again are not counted.
+fn measure_storing(
+    cli: &Cli,
+    server: &Server,
+    workload: &Workload,
+    count_url: Option<&str>,
+) -> Result<(Measurement, Option<Stored>), Error> {
     let url = check(server, workload)?;
     wrk(cli, &cli.warmup, &url, workload)?;
+    let count = |count_url: &str| -> Result<f64, Error> {
+        let (_, text) = call("GET", count_url, None)?;
+        Ok(serde_json::from_str::<Value>(&text)?["total"]
+            .as_f64()
+            .unwrap_or(f64::NAN))
+    };
+    let before = count_url
+        .map(|count_url| Ok::<_, Error>((count(count_url)?, rss_mib(server.child.id()))))
+        .transpose()?;
     reset_peak(server.child.id());
     let mut measurement = parse_wrk(&wrk(cli, &cli.duration, &url, workload)?);
     measurement.peak_rss_mib = peak_rss_mib(server.child.id());
-    Ok(measurement)
+    let stored = match (count_url, before) {
+        (Some(count_url), Some((resources, rss))) => Some(Stored {
+            resources: count(count_url)? - resources,
+            grown_mib: rss_mib(server.child.id()) - rss,
+        }),
+        _ => None,
+    };
+    Ok((measurement, stored))
 }
 
 /// A workload and its baseline measured in turns, slice by slice (`--slices`), in the order
@@ -648,6 +692,8 @@ fn run(cli: &Cli) -> Result<(), Error> {
     let mut rounds_of: BTreeMap<&str, Vec<Measurement>> = BTreeMap::new();
     // Each round's rate over its baseline's, measured in the same turns.
     let mut ratios_of: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // The AuditEvents the last round's W3 stored, and the RSS they took.
+    let mut w3_stored: Option<Stored> = None;
     let statement_file = std::env::temp_dir().join(format!("fhirop-bench-statement-{}.json", std::process::id()));
     for round in 0..rounds {
         let server = start("fhirop", &[])?;
@@ -680,6 +726,12 @@ fn run(cli: &Cli) -> Result<(), Error> {
                         .push(ours.requests_per_second / theirs.requests_per_second);
                     baseline_rounds.entry(name).or_default().push(theirs);
                     ours
+                }
+                None if workload.name == "W3" => {
+                    let count_url = format!("{base}/AuditEvent?_summary=count");
+                    let (measured, stored) = measure_storing(cli, &server, workload, Some(&count_url))?;
+                    w3_stored = stored;
+                    measured
                 }
                 None => measure(cli, &server, workload)?,
             };
@@ -719,7 +771,7 @@ fn run(cli: &Cli) -> Result<(), Error> {
     }
     // The issue set W3's and W4's targets in requests per second, on this machine when the
     // bare handler answered W1 at about 138,000/s; the host's speed has varied two- to
-    // threefold since (56k to 152k in the notes). Beside the rates, their share of the same
+    // fourfold since (56k to 204k in the notes). Beside the rates, their share of the same
     // run's base-W1, against the share the targets were set at.
     if let Some(small) = baseline_medians.get("W1") {
         for (name, target) in ABSOLUTE_TARGETS {
@@ -732,6 +784,16 @@ fn run(cli: &Cli) -> Result<(), Error> {
                 );
             }
         }
+    }
+    // W3's peak RSS holds its data: every call stores an AuditEvent in the in-memory store,
+    // so the peak grows with the calls a run makes, and a faster host ends W3 holding more.
+    if let Some(stored) = &w3_stored {
+        println!(
+            "W3 stored {:.0} AuditEvents (one per call, as Medplum writes) in its measured run, and the server's RSS grew {:.1} MiB: {:.0} bytes per call",
+            stored.resources,
+            stored.grown_mib,
+            stored.grown_mib * 1024.0 * 1024.0 / stored.resources
+        );
     }
     // What W0 costs beside a small body: the statement's size, which no framework changes.
     if let (Some(statement), Some(small)) = (baseline_medians.get("W0"), baseline_medians.get("W1")) {
