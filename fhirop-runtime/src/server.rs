@@ -152,6 +152,16 @@ impl FhirServer {
         self.scope_with(|scope| scope)
     }
 
+    /// The operation routes alone, to register in the App ahead of [`FhirServer::scope`]:
+    /// operation calls then skip the scope's router and its boxed future (callgrind: 568 of
+    /// the 25.3k instructions a `$hello` call took).
+    pub fn operation_routes(&self) -> OperationRoutes {
+        OperationRoutes {
+            state: self.state.clone(),
+            at_root: true,
+        }
+    }
+
     /// Like [`FhirServer::scope`], with your routes added after the operation routes (which
     /// win on `$`) and before the fallbacks, so a server with a store can take the other
     /// methods of `OperationDefinition` (create, update, delete).
@@ -163,6 +173,7 @@ impl FhirServer {
             .app_data(state)
             .service(OperationRoutes {
                 state: self.state.clone(),
+                at_root: false,
             })
             .service(web::resource("/metadata").to(metadata_route))
             .service(
@@ -451,8 +462,12 @@ fn method_not_allowed(allow: &'static str) -> OperationError {
 /// operation's CPU in perf). The service is registered with a static prefix and a guard that
 /// takes only operation paths, and it calls the operation without actix's nested scope and
 /// extractor layers, each of which boxes a future per request.
-struct OperationRoutes {
+#[derive(Debug)]
+pub struct OperationRoutes {
     state: Arc<ServerState>,
+    /// Registered in the App itself, outside the scope: the route then adds the state the
+    /// scope would have added to the request's app data.
+    at_root: bool,
 }
 
 impl HttpServiceFactory for OperationRoutes {
@@ -464,8 +479,16 @@ impl HttpServiceFactory for OperationRoutes {
                 .is_some()
         });
         let state = self.state;
-        let service = fn_service(move |request: ServiceRequest| {
+        let scope_data = self.at_root.then(|| {
+            let mut data = actix_web::dev::Extensions::new();
+            data.insert(web::Data::from(state.clone()));
+            std::rc::Rc::new(data)
+        });
+        let service = fn_service(move |mut request: ServiceRequest| {
             let state = state.clone();
+            if let Some(data) = &scope_data {
+                request.add_data_container(data.clone());
+            }
             async move {
                 let (request, mut payload) = request.into_parts();
                 let payload = web::Payload::from_request(&request, &mut payload).into_inner()?;

@@ -258,6 +258,7 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
             .iter()
             .any(|path| path.starts_with(base_path));
     let mut http = HttpServer::new(move || {
+        let operations = fhir.operation_routes();
         let fhir = fhir.scope_with(|scope| {
             rest::routes(
                 scope.service(
@@ -272,6 +273,7 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
             .app_data(bots.clone())
             .app_data(projects.clone())
             .configure(|services| {
+                services.service(operations);
                 if fhir_first {
                     services.service(fhir);
                     projects::routes(services);
