@@ -523,7 +523,22 @@ fn check(server: &Server, workload: &Workload) -> Result<String, Error> {
 }
 
 fn measure(cli: &Cli, server: &Server, workload: &Workload) -> Result<Measurement, Error> {
-    Ok(measure_storing(cli, server, workload, None)?.0)
+    let url = warm_up(cli, server, workload)?;
+    measure_warm(cli, server, workload, &url)
+}
+
+/// Checks the answer and runs the warm-up; returns the workload's URL.
+fn warm_up(cli: &Cli, server: &Server, workload: &Workload) -> Result<String, Error> {
+    let url = check(server, workload)?;
+    wrk(cli, &cli.warmup, &url, workload)?;
+    Ok(url)
+}
+
+fn measure_warm(cli: &Cli, server: &Server, workload: &Workload, url: &str) -> Result<Measurement, Error> {
+    reset_peak(server.child.id());
+    let mut measurement = parse_wrk(&wrk(cli, &cli.duration, url, workload)?);
+    measurement.peak_rss_mib = peak_rss_mib(server.child.id());
+    Ok(measurement)
 }
 
 /// What a measured run left in the server: how many resources it stored, and how much the
@@ -533,35 +548,27 @@ struct Stored {
     grown_mib: f64,
 }
 
-/// Measures `workload`; with `count_url` (a `_summary=count` search), also what the measured
-/// run stored. The warm-up runs first, so the RSS it grew and any memory the set-up freed and
-/// the store takes again are not counted.
+/// Measures `workload` and what its measured run stored, counted by the `_summary=count`
+/// search `count_url`. Counted after the warm-up, so the RSS it grew and any memory the
+/// set-up freed and the store takes again are left out.
 fn measure_storing(
     cli: &Cli,
     server: &Server,
     workload: &Workload,
-    count_url: Option<&str>,
-) -> Result<(Measurement, Option<Stored>), Error> {
-    let url = check(server, workload)?;
-    wrk(cli, &cli.warmup, &url, workload)?;
-    let count = |count_url: &str| -> Result<f64, Error> {
+    count_url: &str,
+) -> Result<(Measurement, Stored), Error> {
+    let count = || -> Result<f64, Error> {
         let (_, text) = call("GET", count_url, None)?;
         Ok(serde_json::from_str::<Value>(&text)?["total"]
             .as_f64()
             .unwrap_or(f64::NAN))
     };
-    let before = count_url
-        .map(|count_url| Ok::<_, Error>((count(count_url)?, rss_mib(server.child.id()))))
-        .transpose()?;
-    reset_peak(server.child.id());
-    let mut measurement = parse_wrk(&wrk(cli, &cli.duration, &url, workload)?);
-    measurement.peak_rss_mib = peak_rss_mib(server.child.id());
-    let stored = match (count_url, before) {
-        (Some(count_url), Some((resources, rss))) => Some(Stored {
-            resources: count(count_url)? - resources,
-            grown_mib: rss_mib(server.child.id()) - rss,
-        }),
-        _ => None,
+    let url = warm_up(cli, server, workload)?;
+    let (resources, rss) = (count()?, rss_mib(server.child.id()));
+    let measurement = measure_warm(cli, server, workload, &url)?;
+    let stored = Stored {
+        resources: count()? - resources,
+        grown_mib: rss_mib(server.child.id()) - rss,
     };
     Ok((measurement, stored))
 }
@@ -578,8 +585,7 @@ fn measure_paired(
     let sides = [baseline, fhirop];
     let mut urls = Vec::new();
     for (server, workload) in sides {
-        let url = check(server, workload)?;
-        wrk(cli, &cli.warmup, &url, workload)?;
+        let url = warm_up(cli, server, workload)?;
         reset_peak(server.child.id());
         urls.push(url);
     }
@@ -729,8 +735,8 @@ fn run(cli: &Cli) -> Result<(), Error> {
                 }
                 None if workload.name == "W3" => {
                     let count_url = format!("{base}/AuditEvent?_summary=count");
-                    let (measured, stored) = measure_storing(cli, &server, workload, Some(&count_url))?;
-                    w3_stored = stored;
+                    let (measured, stored) = measure_storing(cli, &server, workload, &count_url)?;
+                    w3_stored = Some(stored);
                     measured
                 }
                 None => measure(cli, &server, workload)?,

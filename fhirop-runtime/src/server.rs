@@ -152,13 +152,17 @@ impl FhirServer {
         self.scope_with(|scope| scope)
     }
 
-    /// The operation routes alone, to register in the App ahead of [`FhirServer::scope`]:
-    /// operation calls then skip the scope's router and its boxed future (callgrind: 568 of
-    /// the 25.3k instructions a `$hello` call took).
-    pub fn operation_routes(&self) -> OperationRoutes {
-        OperationRoutes {
-            state: self.state.clone(),
-            at_root: true,
+    /// What [`FhirServer::scope_with`] serves, for the App itself: the operation routes in
+    /// the App, ahead of a scope that holds the rest. Operation calls then skip the scope's
+    /// router and its boxed future (callgrind: 568 of the 25.3k instructions a `$hello` call
+    /// took), and other requests meet the operation guard once, not twice.
+    pub fn services_with(&self, routes: impl FnOnce(Scope) -> Scope) -> FhirServices {
+        FhirServices {
+            operations: OperationRoutes {
+                state: self.state.clone(),
+                at_root: true,
+            },
+            scope: self.scope_of(false, routes),
         }
     }
 
@@ -166,15 +170,21 @@ impl FhirServer {
     /// win on `$`) and before the fallbacks, so a server with a store can take the other
     /// methods of `OperationDefinition` (create, update, delete).
     pub fn scope_with(&self, routes: impl FnOnce(Scope) -> Scope) -> Scope {
+        self.scope_of(true, routes)
+    }
+
+    fn scope_of(&self, with_operations: bool, routes: impl FnOnce(Scope) -> Scope) -> Scope {
         let state = web::Data::from(self.state.clone());
+        let mut scope = web::scope(&self.state.base_path).app_data(state);
         // Operation calls first: the router tries each service in turn, and they are the hot
         // path (`/metadata` is cached, and bound by its size).
-        let scope = web::scope(&self.state.base_path)
-            .app_data(state)
-            .service(OperationRoutes {
+        if with_operations {
+            scope = scope.service(OperationRoutes {
                 state: self.state.clone(),
                 at_root: false,
-            })
+            });
+        }
+        let scope = scope
             .service(web::resource("/metadata").to(metadata_route))
             .service(
                 web::resource("/OperationDefinition")
@@ -190,6 +200,27 @@ impl FhirServer {
             .service(web::resource("/OperationDefinition").to(get_only_route))
             .service(web::resource("/OperationDefinition/{id}").to(get_only_route))
             .default_service(web::to(unknown_route))
+    }
+}
+
+/// The operation routes and the scope of [`FhirServer::services_with`], registered together.
+pub struct FhirServices {
+    operations: OperationRoutes,
+    scope: Scope,
+}
+
+impl std::fmt::Debug for FhirServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FhirServices")
+            .field("operations", &self.operations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpServiceFactory for FhirServices {
+    fn register(self, config: &mut AppService) {
+        self.operations.register(config);
+        self.scope.register(config);
     }
 }
 
@@ -463,7 +494,7 @@ fn method_not_allowed(allow: &'static str) -> OperationError {
 /// takes only operation paths, and it calls the operation without actix's nested scope and
 /// extractor layers, each of which boxes a future per request.
 #[derive(Debug)]
-pub struct OperationRoutes {
+struct OperationRoutes {
     state: Arc<ServerState>,
     /// Registered in the App itself, outside the scope: the route then adds the state the
     /// scope would have added to the request's app data.

@@ -258,8 +258,7 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
             .iter()
             .any(|path| path.starts_with(base_path));
     let mut http = HttpServer::new(move || {
-        let operations = fhir.operation_routes();
-        let fhir = fhir.scope_with(|scope| {
+        let fhir = fhir.services_with(|scope| {
             rest::routes(
                 scope.service(
                     actix_web::web::resource("/.well-known/smart-configuration")
@@ -273,7 +272,6 @@ pub async fn start(config: &Config) -> std::io::Result<Running> {
             .app_data(bots.clone())
             .app_data(projects.clone())
             .configure(|services| {
-                services.service(operations);
                 if fhir_first {
                     services.service(fhir);
                     projects::routes(services);
