@@ -376,14 +376,15 @@ pub enum IndexForm {
     /// 1,000 matching patients takes a twentieth of the time.
     ///
     /// The walk covers the first `window` resources of the type in page order at most, so a
-    /// sparse condition costs a bounded walk. The window is a subquery SQLite runs as a
-    /// co-routine, row by row, so a page found early never reads the rest of it; its rows come
-    /// in page order, and ordering by [`WALK_ORDER`] needs no sort.
+    /// sparse condition costs a bounded walk: it ends at the key of the window's last
+    /// resource, which a subquery finds by stepping over the keys before it. The rows come in
+    /// the table's own order, which is page order, so ordering by [`WALK_ORDER`] needs no sort
+    /// and a page found early never reads the rest of the window.
     Probe { window: usize },
 }
 
 /// The page order of a [`IndexForm::Probe`] filter's rows, oldest first.
-pub const WALK_ORDER: &str = "w.last_updated_ms, w.id";
+pub const WALK_ORDER: &str = "r.last_updated_ms, r.id";
 
 impl CompiledSearch {
     /// `FROM ... r WHERE ...` for the current, undeleted resources of `resource_type` that
@@ -393,16 +394,25 @@ impl CompiledSearch {
             IndexForm::IdList => {
                 "FROM resource_current r WHERE r.tenant = ? AND r.resource_type = ? AND r.deleted = 0".to_owned()
             }
+            // Fewer resources than the window: the walk ends past every key.
             IndexForm::Probe { window } => format!(
-                "FROM (SELECT rowid AS walked, last_updated_ms, id FROM resource_current \
-                 WHERE tenant = ? AND resource_type = ? ORDER BY last_updated_ms, id LIMIT {window}) w \
-                 CROSS JOIN resource_current r ON r.rowid = w.walked WHERE r.deleted = 0"
+                "FROM resource_current r WHERE r.tenant = ? AND r.resource_type = ? \
+                 AND (r.last_updated_ms, r.id) <= (SELECT last_updated_ms, id FROM \
+                 (SELECT last_updated_ms, id FROM resource_current WHERE tenant = ? AND resource_type = ? \
+                 ORDER BY last_updated_ms, id LIMIT 1 OFFSET {}) \
+                 UNION ALL SELECT {}, '' LIMIT 1) AND r.deleted = 0",
+                window.saturating_sub(1),
+                i64::MAX
             ),
         };
-        let mut bound = vec![
+        let owner = [
             SqlValue::Text(tenant.to_owned()),
             SqlValue::Text(resource_type.to_owned()),
         ];
+        let mut bound = owner.to_vec();
+        if let IndexForm::Probe { .. } = form {
+            bound.extend(owner);
+        }
         for condition in &self.conditions {
             sql.push_str(" AND ");
             match condition {
