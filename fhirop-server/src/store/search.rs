@@ -394,7 +394,8 @@ impl CompiledSearch {
             IndexForm::IdList => {
                 "FROM resource_current r WHERE r.tenant = ? AND r.resource_type = ? AND r.deleted = 0".to_owned()
             }
-            // Fewer resources than the window: the walk ends past every key.
+            // With fewer resources than the window the subquery finds no key, and the
+            // `UNION ALL` row, past every key, bounds nothing.
             IndexForm::Probe { window } => format!(
                 "FROM resource_current r WHERE r.tenant = ? AND r.resource_type = ? \
                  AND (r.last_updated_ms, r.id) <= (SELECT last_updated_ms, id FROM \
