@@ -1907,9 +1907,8 @@ mod tests {
             .await
             .unwrap()
         }
-        let dir = std::env::temp_dir().join(format!("fhirop-store-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("fhirop.db");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fhirop.db");
         {
             let store = SqliteStore::open(&path).await.unwrap();
             for (index, family) in ["Smith", "Jones", "Smythe"].iter().enumerate() {
@@ -1957,8 +1956,6 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(&path).await.unwrap();
         assert_eq!(layout(&store).await, schema);
-        drop(store);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
