@@ -3,7 +3,6 @@
 //! PostgreSQL behind the same trait.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fhirop::capability::format_instant;
@@ -171,6 +170,36 @@ const MAX_PROBED_PAGE_END: usize = 1000;
 
 fn database_error(error: sqlx::Error) -> StoreError {
     StoreError::Database(error.to_string())
+}
+
+/// Sets (`Some`) or reads (`None`) how large the memdb database of `connection` may grow, and
+/// returns the limit in force. memdb refuses to grow past 1 GiB unless told otherwise; the
+/// `:memory:` database the in-memory store used before had no bound but the machine's memory,
+/// and [`SqliteStore::in_memory`] keeps it so. sqlx has no option for it: this is SQLite's
+/// `SQLITE_FCNTL_SIZE_LIMIT`.
+#[allow(unsafe_code)]
+async fn memdb_size_limit(connection: &mut SqliteConnection, limit: Option<i64>) -> Result<i64, StoreError> {
+    let mut handle = connection.lock_handle().await.map_err(database_error)?;
+    // A negative limit leaves the limit as it is and reports it.
+    let mut limit = limit.unwrap_or(-1);
+    // SAFETY: the handle is an open connection, held locked for this call; "main" is a
+    // nul-terminated schema name; for SQLITE_FCNTL_SIZE_LIMIT SQLite reads and writes the i64
+    // the pointer designates, which lives across the call.
+    let code = unsafe {
+        libsqlite3_sys::sqlite3_file_control(
+            handle.as_raw_handle().as_ptr(),
+            c"main".as_ptr(),
+            libsqlite3_sys::SQLITE_FCNTL_SIZE_LIMIT,
+            (&raw mut limit).cast(),
+        )
+    };
+    if code == libsqlite3_sys::SQLITE_OK {
+        Ok(limit)
+    } else {
+        Err(StoreError::Database(format!(
+            "the in-memory database's size limit could not be set (SQLite code {code})"
+        )))
+    }
 }
 
 /// Which way answered a search page without a total.
@@ -458,10 +487,29 @@ impl SqliteStore {
     }
 
     /// A throw-away in-memory database (`--memory`).
+    ///
+    /// It lives in SQLite's memdb VFS, not in `:memory:`. A `:memory:` database keeps every page
+    /// in its page cache, and a commit that follows a page split scans that whole cache
+    /// (`pcache1TruncateUnsafe`: a third of the SQLite thread's time under the benchmark's W3),
+    /// so commits got slower as the database grew. memdb keeps the pages in one buffer behind
+    /// an ordinary, bounded page cache.
     pub async fn in_memory() -> Result<SqliteStore, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(database_error)?;
-        // One connection: every connection to :memory: is a database of its own.
+        let options = SqliteConnectOptions::new()
+            // A name without a leading `/` is a database of this connection's own, which no
+            // other connection sees and which needs no mutex around every page it reads.
+            .filename("fhirop")
+            .vfs("memdb")
+            .create_if_missing(true)
+            // Nothing outlives the process: the rollback journal stays in memory, and nothing
+            // is synced.
+            .journal_mode(SqliteJournalMode::Memory)
+            .synchronous(SqliteSynchronous::Off);
+        // One connection: the database is that connection's own.
         let connections = Connections::open(&options, 1).await.map_err(database_error)?;
+        {
+            let mut connection = connections.acquire().await.map_err(database_error)?;
+            memdb_size_limit(&mut connection, Some(i64::MAX)).await?;
+        }
         SqliteStore::with_connections(connections).await
     }
 
@@ -1298,6 +1346,23 @@ mod tests {
             })
             .collect();
         store.transaction("t", writes).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_in_memory_store_is_a_database_of_its_own_without_memdbs_size_limit() {
+        let (first, second) = (
+            SqliteStore::in_memory().await.unwrap(),
+            SqliteStore::in_memory().await.unwrap(),
+        );
+        patients(&first, 3, |_| "Kept").await;
+        let kept = |store| page_of(store, &[("family", "kept")], (0, 10), true);
+        assert_eq!(kept(&first).await, (expected(0..3), Some(3), false));
+        assert_eq!(kept(&second).await, (Vec::new(), Some(0), false));
+        for store in [&first, &second] {
+            let mut connection = store.lease().await.unwrap();
+            // memdb's own limit is 1 GiB.
+            assert_eq!(memdb_size_limit(&mut connection, None).await.unwrap(), i64::MAX);
+        }
     }
 
     fn expected(indexes: impl Iterator<Item = usize>) -> Vec<String> {
