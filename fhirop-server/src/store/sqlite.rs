@@ -197,7 +197,7 @@ async fn memdb_size_limit(connection: &mut SqliteConnection, limit: Option<i64>)
         Ok(limit)
     } else {
         Err(StoreError::Database(format!(
-            "the in-memory database's size limit could not be set (SQLite code {code})"
+            "SQLite refused to set or report the in-memory database's size limit (code {code})"
         )))
     }
 }
