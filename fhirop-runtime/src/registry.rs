@@ -5,7 +5,7 @@
 //! registering at run time) build a new snapshot under a writer lock, which also drops the
 //! cached CapabilityStatement.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -153,7 +153,7 @@ impl Snapshot {
     }
 
     fn with(operations: Vec<Arc<RegisteredOperation>>) -> Snapshot {
-        let mut by_code: HashMap<String, Vec<Arc<RegisteredOperation>>> = HashMap::new();
+        let mut by_code: HashMap<String, Vec<Arc<RegisteredOperation>>> = HashMap::default();
         for operation in &operations {
             by_code
                 .entry(operation.definition.code.clone())
