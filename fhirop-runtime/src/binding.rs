@@ -5,7 +5,7 @@
 use actix_web::http::StatusCode;
 use serde_json::{Map, Value};
 
-use crate::definition::{OperationDefinition, ParamDefinition};
+use crate::definition::{OperationDefinition, ParamDefinition, ParamUse};
 use crate::outcome::{Issue, IssueType, OperationError};
 use crate::types::complex;
 use crate::types::resource::take_resource;
@@ -21,7 +21,7 @@ pub const MAX_PARAMETER_ENTRIES: usize = 1_000;
 /// Collects a request's parameters for one operation.
 #[derive(Debug)]
 pub struct Binder<'d> {
-    inputs: Vec<&'d ParamDefinition>,
+    inputs: Inputs<'d>,
     params: BoundParams,
     issues: Vec<Issue>,
     /// Parameters given with a bad value: reported once, not again as missing.
@@ -33,7 +33,10 @@ impl<'d> Binder<'d> {
     /// A binder for `definition`'s IN parameters.
     pub fn new(definition: &'d OperationDefinition) -> Binder<'d> {
         Binder {
-            inputs: definition.inputs().collect(),
+            inputs: Inputs {
+                parameters: &definition.parameters,
+                top_level: true,
+            },
             params: BoundParams::new(),
             issues: Vec::new(),
             rejected: Vec::new(),
@@ -64,8 +67,8 @@ impl<'d> Binder<'d> {
                 Some((name, modifier)) => (name, Some(modifier)),
                 None => (key, None),
             };
-            let Some(definition) = find(&self.inputs, name) else {
-                self.issues.push(unknown_parameter(name, &self.inputs));
+            let Some(definition) = self.inputs.find(name) else {
+                self.issues.push(unknown_parameter(name, self.inputs));
                 continue;
             };
             if !definition.kind.is_simple() && !is_get {
@@ -156,7 +159,7 @@ impl<'d> Binder<'d> {
             ));
         }
         bind_entries(
-            &self.inputs,
+            self.inputs,
             entries,
             "",
             &mut self.params,
@@ -189,7 +192,7 @@ impl<'d> Binder<'d> {
 
     /// Checks cardinality and returns the bound parameters, or every issue found.
     pub fn finish(mut self) -> Result<BoundParams, OperationError> {
-        check_counts(&self.inputs, &self.params, "", &mut self.issues, &self.rejected);
+        check_counts(self.inputs, &self.params, "", &mut self.issues, &self.rejected);
         if self.issues.is_empty() {
             Ok(self.params)
         } else {
@@ -198,11 +201,29 @@ impl<'d> Binder<'d> {
     }
 }
 
-fn find<'d>(inputs: &[&'d ParamDefinition], name: &str) -> Option<&'d ParamDefinition> {
-    inputs.iter().copied().find(|input| input.name == name)
+/// The parameters a request may give: the IN parameters of a definition, or the parts of a
+/// tuple. A view rather than a collected list, so that binding allocates nothing for it.
+#[derive(Debug, Clone, Copy)]
+struct Inputs<'d> {
+    parameters: &'d [ParamDefinition],
+    /// The definition's own parameters, where OUT parameters are skipped; a tuple's parts are
+    /// all its input.
+    top_level: bool,
 }
 
-fn unknown_parameter(name: &str, inputs: &[&ParamDefinition]) -> Issue {
+impl<'d> Inputs<'d> {
+    fn iter(self) -> impl Iterator<Item = &'d ParamDefinition> {
+        self.parameters
+            .iter()
+            .filter(move |parameter| !self.top_level || parameter.use_ == ParamUse::In)
+    }
+
+    fn find(self, name: &str) -> Option<&'d ParamDefinition> {
+        self.iter().find(|input| input.name == name)
+    }
+}
+
+fn unknown_parameter(name: &str, inputs: Inputs<'_>) -> Issue {
     let known: Vec<&str> = inputs.iter().map(|input| input.name.as_str()).collect();
     let accepted = if known.is_empty() {
         "it takes no parameters".to_owned()
@@ -217,7 +238,7 @@ fn unknown_parameter(name: &str, inputs: &[&ParamDefinition]) -> Issue {
 }
 
 fn bind_entries(
-    inputs: &[&ParamDefinition],
+    inputs: Inputs<'_>,
     entries: Vec<Value>,
     prefix: &str,
     params: &mut BoundParams,
@@ -245,7 +266,7 @@ fn bind_entries(
         } else {
             std::borrow::Cow::Owned(format!("{prefix}{name}"))
         };
-        let Some(definition) = find(inputs, &name) else {
+        let Some(definition) = inputs.find(&name) else {
             issues.push(unknown_parameter(&expression, inputs));
             continue;
         };
@@ -274,11 +295,14 @@ fn entry_value(
             let Some(Value::Array(part)) = entry.remove("part") else {
                 return Err(format!("expected part[], got {}", member_names(entry)));
             };
-            let parts: Vec<&ParamDefinition> = definition.parts.iter().collect();
+            let parts = Inputs {
+                parameters: &definition.parts,
+                top_level: false,
+            };
             let mut bound = BoundParams::new();
             let prefix = format!("{expression}.");
-            bind_entries(&parts, part, &prefix, &mut bound, issues, rejected);
-            check_counts(&parts, &bound, &prefix, issues, rejected);
+            bind_entries(parts, part, &prefix, &mut bound, issues, rejected);
+            check_counts(parts, &bound, &prefix, issues, rejected);
             Ok(ParamValue::Parts(bound))
         }
         ParamKind::Resource => match entry.remove("resource") {
@@ -358,14 +382,8 @@ fn json_kind(fhir_type: &str) -> &'static str {
     if fhir_type == "boolean" { "boolean" } else { "number" }
 }
 
-fn check_counts(
-    inputs: &[&ParamDefinition],
-    params: &BoundParams,
-    prefix: &str,
-    issues: &mut Vec<Issue>,
-    rejected: &[String],
-) {
-    for input in inputs {
+fn check_counts(inputs: Inputs<'_>, params: &BoundParams, prefix: &str, issues: &mut Vec<Issue>, rejected: &[String]) {
+    for input in inputs.iter() {
         let count = params.get(&input.name).len();
         let too_few = count < input.min as usize;
         if !too_few && !input.max.is_exceeded_by(count) {
