@@ -168,21 +168,25 @@ const BY_INITIAL: [(usize, usize); 26] = {
     ranges
 };
 
-/// Whether `name` is a resource type R4 defines. Every request naming a type asks, so the
-/// names sharing its initial are compared by length first: a binary search over all of them
-/// cost eight string comparisons.
+/// Whether `name` is a resource type R4 defines.
 pub fn is_r4_resource_type(name: &str) -> bool {
-    let Some(&(start, end)) = name
+    r4_resource_type(name).is_some()
+}
+
+/// R4's own name for the resource type `name`, if R4 defines it: a name that lives as long as
+/// the program, so a request's target holds it without a copy. Every request naming a type
+/// asks, so the names sharing its initial are compared by length first: a binary search over
+/// all of them cost eight string comparisons.
+pub fn r4_resource_type(name: &str) -> Option<&'static str> {
+    let &(start, end) = name
         .as_bytes()
         .first()
         .and_then(|initial| initial.checked_sub(b'A'))
-        .and_then(|letter| BY_INITIAL.get(usize::from(letter)))
-    else {
-        return false;
-    };
+        .and_then(|letter| BY_INITIAL.get(usize::from(letter)))?;
     R4_RESOURCE_TYPES[start..end]
         .iter()
-        .any(|known| known.len() == name.len() && *known == name)
+        .find(|known| known.len() == name.len() && **known == name)
+        .copied()
 }
 
 #[cfg(test)]
@@ -194,6 +198,7 @@ mod tests {
         assert!(R4_RESOURCE_TYPES.windows(2).all(|pair| pair[0] < pair[1]), "sorted");
         for name in R4_RESOURCE_TYPES {
             assert!(is_r4_resource_type(name), "{name}");
+            assert_eq!(r4_resource_type(name), Some(*name));
         }
         for name in [
             "",
@@ -211,6 +216,7 @@ mod tests {
             "@",
         ] {
             assert!(!is_r4_resource_type(name), "{name}");
+            assert_eq!(r4_resource_type(name), None, "{name}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The actix-web side: the routes under the base path and the request's way through them
 //! (ARCHITECTURE.md): negotiate → resolve → method rule → bind → handler → response.
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 
 use crate::binding::Binder;
 use crate::capability::{ServerInfo, capability_statement};
-use crate::context::{BaseUrl, OperationContext, Target, request_origin, tenant_of, with_tenant};
+use crate::context::{BaseUrl, OperationContext, Target, base_url_of, tenant_of, with_tenant};
 use crate::definition::{Level, canonical_url, searchset};
 use crate::format::{
     InputLimits, ResponseFormat, accepts_gzip, check_content_type, negotiate, parse_json_object_within, query_pairs,
@@ -22,7 +23,7 @@ use crate::operation::{IntoOperations, OperationCall};
 use crate::outcome::{IssueType, OperationError};
 use crate::output::OperationOutput;
 use crate::registry::{CachedStatement, OperationRegistry, RegisteredOperation, RegistryError, Resolution};
-use crate::resource_types::is_r4_resource_type;
+use crate::resource_types::{is_r4_resource_type, r4_resource_type};
 use crate::types::lexical::is_id;
 
 pub use actix_web::http::StatusCode;
@@ -34,8 +35,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 #[derive(Debug)]
 pub struct ServerState {
     registry: Arc<OperationRegistry>,
-    base_path: String,
-    public_base_url: Option<String>,
+    /// Shared with every call's [`BaseUrl`], which takes a reference rather than a copy.
+    base_path: Arc<str>,
+    public_base_url: Option<Arc<str>>,
     body_limit: usize,
     info: ServerInfo,
     extra_resource_types: Vec<String>,
@@ -85,12 +87,22 @@ impl ServerState {
         is_r4_resource_type(name) || self.extra_resource_types.iter().any(|extra| extra == name)
     }
 
+    /// The name of the resource type `name` if this server knows it, borrowed when R4 defines
+    /// it.
+    fn resource_type_named(&self, name: &str) -> Option<Cow<'static, str>> {
+        match r4_resource_type(name) {
+            Some(r4) => Some(Cow::Borrowed(r4)),
+            None => self
+                .extra_resource_types
+                .iter()
+                .find(|extra| *extra == name)
+                .map(|extra| Cow::Owned(extra.clone())),
+        }
+    }
+
     /// The base URL as clients see it: the configured one, or scheme and host of the request.
     pub fn base_url(&self, request: &HttpRequest) -> String {
-        match &self.public_base_url {
-            Some(url) => url.clone(),
-            None => format!("{}{}", request_origin(request), self.base_path),
-        }
+        base_url_of(self.public_base_url.as_deref(), &self.base_path, request)
     }
 }
 
@@ -227,13 +239,13 @@ impl HttpServiceFactory for FhirServices {
 impl FhirServerBuilder {
     /// The path everything is served under (default `/fhir/R4`; `""` for the root).
     pub fn base_path(mut self, base_path: &str) -> Self {
-        self.state.base_path = base_path.trim_end_matches('/').to_owned();
+        self.state.base_path = base_path.trim_end_matches('/').into();
         self
     }
 
     /// The base URL clients use, when it is not what the request's Host says (a proxy).
     pub fn public_base_url(mut self, url: &str) -> Self {
-        self.state.public_base_url = Some(url.trim_end_matches('/').to_owned());
+        self.state.public_base_url = Some(url.trim_end_matches('/').into());
         self
     }
 
@@ -564,18 +576,18 @@ fn target<'r>(request: &'r HttpRequest, state: &ServerState) -> Result<(Target, 
         .and_then(OperationPath::parse)
         .ok_or_else(|| OperationError::not_found(format!("{} is not an operation path", request.path())))?;
     let code = path.code;
-    let resource_type = path.resource_type.map(str::to_owned);
+    let resource_type = match path.resource_type {
+        None => None,
+        Some(name) => Some(state.resource_type_named(name).ok_or_else(|| {
+            OperationError::new(
+                StatusCode::NOT_FOUND,
+                IssueType::NotSupported,
+                format!("'{name}' is not a resource type this server knows"),
+            )
+        })?),
+    };
     let id = path.id.map(str::to_owned);
     let version_id = path.version_id.map(str::to_owned);
-    if let Some(resource_type) = &resource_type
-        && !state.is_resource_type(resource_type)
-    {
-        return Err(OperationError::new(
-            StatusCode::NOT_FOUND,
-            IssueType::NotSupported,
-            format!("'{resource_type}' is not a resource type this server knows"),
-        ));
-    }
     for (what, value) in [("resource id", &id), ("version id", &version_id)] {
         if let Some(value) = value
             && !is_id(value)
@@ -701,7 +713,7 @@ async fn invoke(
     } else {
         Some(read_body(request, payload, state.body_limit).await?)
     };
-    let base_url = BaseUrl::new(state.public_base_url.clone(), &state.base_path);
+    let base_url = BaseUrl::shared(state.public_base_url.clone(), state.base_path.clone());
     let (output, context) = execute(&operation, request, target, base_url, body, state.input_limits).await?;
     let (status, headers) = context.take_response_control();
     let mut response = match output {

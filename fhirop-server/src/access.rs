@@ -2,7 +2,8 @@
 //! no policy = full access within the project), resolved per request by the authentication
 //! middleware and enforced by every REST interaction, search, `$everything` and operation.
 
-use actix_web::{HttpMessage, HttpRequest};
+use actix_web::HttpRequest;
+use fhirop::context::Principal;
 use fhirop::outcome::OperationError;
 use serde_json::Value;
 
@@ -49,10 +50,8 @@ impl Access {
     /// The access of `request`'s caller. Only open endpoints (metadata) have none set, and
     /// they touch no resource.
     pub fn of(request: &HttpRequest) -> Access {
-        request
-            .extensions()
-            .get::<Access>()
-            .cloned()
+        Principal::of(request)
+            .and_then(|principal| principal.grants::<Access>().cloned())
             .unwrap_or_else(Access::administrator)
     }
 

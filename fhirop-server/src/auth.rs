@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use std::future::{Ready, ready};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::StatusCode;
-use actix_web::{HttpMessage, web};
-use fhirop::context::{Caller, DEFAULT_TENANT, Tenant};
+use actix_web::web;
+use fhirop::context::{Caller, DEFAULT_TENANT, Principal};
 use fhirop::format::{ResponseFormat, negotiate};
 use fhirop::outcome::{IssueType, OperationError};
 use futures_util::TryFutureExt as _;
@@ -87,6 +88,8 @@ pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
 #[derive(Debug)]
 pub struct Authenticator {
     admin_token: String,
+    /// Who the admin token stands for.
+    admin_principal: Principal,
     metadata_path: String,
     smart_configuration_path: String,
     rate_limiter: Option<RateLimiter>,
@@ -108,6 +111,13 @@ impl Authenticator {
         let base_path = base_path.trim_end_matches('/');
         Authenticator {
             admin_token,
+            admin_principal: Principal {
+                tenant: DEFAULT_TENANT.into(),
+                caller: Caller {
+                    reference: ADMIN_CALLER.into(),
+                },
+                grants: Some(Arc::new(Access::administrator())),
+            },
             metadata_path: format!("{base_path}/metadata"),
             smart_configuration_path: format!("{base_path}/.well-known/smart-configuration"),
             rate_limiter,
@@ -145,20 +155,14 @@ impl Authenticator {
     }
 
     /// Who the admin token stands for: an administrator of the default project.
-    fn admin_identity(&self) -> (Tenant, Caller, Access) {
-        (
-            Tenant(DEFAULT_TENANT.into()),
-            Caller {
-                reference: ADMIN_CALLER.into(),
-            },
-            Access::administrator(),
-        )
+    fn admin_identity(&self) -> Principal {
+        self.admin_principal.clone()
     }
 
     /// The caller a bearer token stands for: the admin, or a client whose signed token has
     /// not expired and whose ClientApplication and membership still exist (deleting either
     /// revokes its tokens at once).
-    async fn caller(&self, authorization: Option<&str>) -> Result<(Tenant, Caller, Access), OperationError> {
+    async fn caller(&self, authorization: Option<&str>) -> Result<Principal, OperationError> {
         let token = bearer_token(authorization)?;
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
             return Ok(self.admin_identity());
@@ -188,13 +192,13 @@ impl Authenticator {
             },
             None => None,
         };
-        Ok((
-            Tenant(claims.project.into()),
-            Caller {
+        Ok(Principal {
+            tenant: claims.project.into(),
+            caller: Caller {
                 reference: claims.subject.into(),
             },
-            Access::from_membership(&membership, policy.as_ref()),
-        ))
+            grants: Some(Arc::new(Access::from_membership(&membership, policy.as_ref()))),
+        })
     }
 }
 
@@ -219,7 +223,7 @@ fn unauthorized(message: &str, error: Option<&str>) -> OperationError {
 }
 
 /// The authentication middleware (`App::wrap(Authentication::new(..))`): resolves the caller,
-/// its tenant and its access into the request's extensions, or answers 401 with an
+/// its tenant and its access into the request's [`Principal`], or answers 401 with an
 /// OperationOutcome.
 #[derive(Debug, Clone)]
 pub struct Authentication {
@@ -247,6 +251,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(AuthenticationService {
             service: Rc::new(service),
+            admin: self.authenticator.admin_identity().container(),
             authenticator: self.authenticator.clone(),
         }))
     }
@@ -256,6 +261,9 @@ where
 #[derive(Debug)]
 pub struct AuthenticationService<S> {
     service: Rc<S>,
+    /// The admin's principal, in the container every admin request shares (one per worker:
+    /// a container is not `Send`).
+    admin: Rc<actix_web::dev::Extensions>,
     authenticator: web::Data<Authenticator>,
 }
 
@@ -276,7 +284,7 @@ where
 
     forward_ready!(service);
 
-    fn call(&self, request: ServiceRequest) -> Self::Future {
+    fn call(&self, mut request: ServiceRequest) -> Self::Future {
         // The admin token needs nothing awaited: the request goes on without a boxed future.
         let authenticator = &self.authenticator;
         let admin = request.path() != TOKEN_PATH
@@ -288,12 +296,7 @@ where
         if admin {
             return match authenticator.admit(ADMIN_CALLER) {
                 Ok(()) => {
-                    let (tenant, caller, access) = authenticator.admin_identity();
-                    let mut extensions = request.extensions_mut();
-                    extensions.insert(tenant);
-                    extensions.insert(caller);
-                    extensions.insert(access);
-                    drop(extensions);
+                    request.add_data_container(self.admin.clone());
                     let passed_on: PassedOn<B> = ServiceResponse::map_into_left_body;
                     Either::Left(self.service.call(request).map_ok(passed_on))
                 }
@@ -320,7 +323,7 @@ fn authorization(request: &ServiceRequest) -> Option<&str> {
 /// Every request but the admin's: open endpoints, the token endpoint, client tokens (which
 /// read the store) and failures.
 async fn authenticate<S, B>(
-    request: ServiceRequest,
+    mut request: ServiceRequest,
     authenticator: &Authenticator,
     service: &S,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error>
@@ -348,11 +351,9 @@ where
         // Open to anyone; a caller who says who it is sees its own project (its own
         // operations in /metadata).
         if authorization.is_some()
-            && let Ok((tenant, caller, access)) = authenticator.caller(authorization).await
+            && let Ok(principal) = authenticator.caller(authorization).await
         {
-            request.extensions_mut().insert(tenant);
-            request.extensions_mut().insert(caller);
-            request.extensions_mut().insert(access);
+            request.add_data_container(principal.container());
         }
         return Ok(service.call(request).await?.map_into_left_body());
     }
@@ -361,19 +362,17 @@ where
     let admitted = authenticator
         .caller(authorization)
         .await
-        .and_then(|(tenant, caller, access)| {
-            authenticator.admit(&caller.reference)?;
-            Ok((tenant, caller, access))
+        .and_then(|principal| {
+            authenticator.admit(&principal.caller.reference)?;
+            Ok(principal)
         })
         .map_err(|error| match authenticator.admit(&peer_key(&request)) {
             Err(throttled) if error.status == StatusCode::UNAUTHORIZED => throttled,
             _ => error,
         });
     match admitted {
-        Ok((tenant, caller, access)) => {
-            request.extensions_mut().insert(tenant);
-            request.extensions_mut().insert(caller);
-            request.extensions_mut().insert(access);
+        Ok(principal) => {
+            request.add_data_container(principal.container());
             Ok(service.call(request).await?.map_into_left_body())
         }
         Err(error) => {

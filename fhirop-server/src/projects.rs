@@ -6,10 +6,10 @@
 //! client is found by id when it asks for a token.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use fhirop::context::{Caller, DEFAULT_TENANT};
+use fhirop::context::{DEFAULT_TENANT, Principal};
 use fhirop::format::ResponseFormat;
 use fhirop::outcome::OperationError;
 use fhirop::store::{ReadResult, SearchQuery, StoreHandle, StoredResource, Write};
@@ -64,8 +64,8 @@ fn respond(result: Result<(StatusCode, Value), OperationError>) -> HttpResponse 
 
 /// Only the admin uses the admin API.
 fn require_admin(request: &HttpRequest) -> Result<(), OperationError> {
-    match request.extensions().get::<Caller>() {
-        Some(caller) if caller.reference == ADMIN_CALLER => Ok(()),
+    match Principal::of(request) {
+        Some(principal) if principal.caller.reference == ADMIN_CALLER => Ok(()),
         _ => Err(OperationError::forbidden("the admin API needs the admin token")),
     }
 }

@@ -315,7 +315,7 @@ impl StoreHost {
         query: &str,
         body: Value,
     ) -> Result<Value, OperationError> {
-        use fhirop::context::{BaseUrl, Caller, Target, Tenant};
+        use fhirop::context::{BaseUrl, Caller, Principal, Target};
         use fhirop::definition::Level;
         use fhirop::registry::Resolution;
         let HostSpec {
@@ -340,13 +340,13 @@ impl StoreHost {
             },
             [resource_type, _] => Target {
                 level: Level::Type,
-                resource_type: Some((*resource_type).to_owned()),
+                resource_type: Some((*resource_type).to_owned().into()),
                 id: None,
                 version_id: None,
             },
             [resource_type, id, _] => Target {
                 level: Level::Instance,
-                resource_type: Some((*resource_type).to_owned()),
+                resource_type: Some((*resource_type).to_owned().into()),
                 id: Some((*id).to_owned()),
                 version_id: None,
             },
@@ -375,16 +375,14 @@ impl StoreHost {
             .uri(&format!("/{}?{query}", segments.join("/")))
             .insert_header(("content-type", "application/fhir+json"))
             .app_data(store.clone())
+            .app_data(Principal {
+                tenant: tenant.clone().into(),
+                caller: Caller {
+                    reference: caller.clone().into(),
+                },
+                grants: Some(std::sync::Arc::new(access.clone())),
+            })
             .to_http_request();
-        {
-            use actix_web::HttpMessage;
-            let mut extensions = request.extensions_mut();
-            extensions.insert(Tenant(tenant.clone().into()));
-            extensions.insert(Caller {
-                reference: caller.clone().into(),
-            });
-            extensions.insert(access.clone());
-        }
         crate::authorize_operation(&request, &operation.definition, &target)?;
         let body = (!body.is_null()).then(|| actix_web::web::Bytes::from(fhirop::format::json_text(&body)));
         let output = fhirop::server::call_operation(
