@@ -335,7 +335,7 @@ fn entry_value(
                 complex::check(declared, &value)?;
             }
             Ok(ParamValue::Value {
-                fhir_type: declared.to_owned(),
+                fhir_type: declared.to_owned().into(),
                 value,
             })
         }

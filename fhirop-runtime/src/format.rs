@@ -220,7 +220,8 @@ pub fn negotiate(request: &HttpRequest) -> Result<ResponseFormat, OperationError
     let mut pretty = false;
     let query = request.query_string();
     // `_format` and `_pretty` start with `_` (or its escape): most queries need no parsing here.
-    let pairs = if query.contains(['_', '%']) {
+    // A byte scan: `str::contains` with a set of chars decodes every char first.
+    let pairs = if query.bytes().any(|byte| byte == b'_' || byte == b'%') {
         Some(query_pairs(query.as_bytes()))
     } else {
         None

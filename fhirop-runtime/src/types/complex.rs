@@ -25,7 +25,7 @@ pub fn deserialize_value<T: DeserializeOwned>(value: ParamValue, fhir_type: &str
 }
 
 /// Writes a serde type as a `value[x]` occurrence of the complex type `fhir_type`.
-pub fn serialize_value<T: Serialize>(value: &T, fhir_type: &str) -> ParamValue {
+pub fn serialize_value<T: Serialize>(value: &T, fhir_type: &'static str) -> ParamValue {
     ParamValue::Value {
         fhir_type: fhir_type.into(),
         value: serde_json::to_value(value).unwrap_or(Value::Null),

@@ -16,6 +16,8 @@ pub mod resource;
 pub mod search;
 pub mod time;
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::definition::{Max, ParamDefinition};
@@ -101,8 +103,9 @@ pub enum ParamValue {
     },
     /// A `value[x]` member of a `Parameters.parameter`.
     Value {
-        /// The FHIR type named by the member (`date` for `valueDate`, `Coding` for `valueCoding`).
-        fhir_type: String,
+        /// The FHIR type named by the member (`date` for `valueDate`, `Coding` for `valueCoding`):
+        /// borrowed when it is a type's fixed name, as every output value's is.
+        fhir_type: Cow<'static, str>,
         /// The JSON value.
         value: Value,
     },
@@ -703,7 +706,7 @@ mod tests {
         odd.push(
             "e",
             ParamValue::Value {
-                fhir_type: String::new(),
+                fhir_type: "".into(),
                 value: json!(true),
             },
         );

@@ -348,7 +348,7 @@ mod tests {
 
     fn from_json<T: FhirParam>(fhir_type: &str, value: Value) -> Result<T, String> {
         T::from_param(ParamValue::Value {
-            fhir_type: fhir_type.into(),
+            fhir_type: fhir_type.to_owned().into(),
             value,
         })
     }
