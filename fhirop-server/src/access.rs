@@ -2,6 +2,8 @@
 //! no policy = full access within the project), resolved per request by the authentication
 //! middleware and enforced by every REST interaction, search, `$everything` and operation.
 
+use std::borrow::Cow;
+
 use actix_web::HttpRequest;
 use fhirop::context::Principal;
 use fhirop::outcome::OperationError;
@@ -47,12 +49,14 @@ impl Access {
         }
     }
 
-    /// The access of `request`'s caller. Only open endpoints (metadata) have none set, and
+    /// The access of `request`'s caller, borrowed from its principal (a check needs no copy
+    /// of the policy's reference count). Only open endpoints (metadata) have none set, and
     /// they touch no resource.
-    pub fn of(request: &HttpRequest) -> Access {
-        Principal::of(request)
-            .and_then(|principal| principal.grants::<Access>().cloned())
-            .unwrap_or_else(Access::administrator)
+    pub fn of(request: &HttpRequest) -> Cow<'_, Access> {
+        match Principal::of(request).and_then(Principal::grants::<Access>) {
+            Some(access) => Cow::Borrowed(access),
+            None => Cow::Owned(Access::administrator()),
+        }
     }
 
     fn rule(&self, resource_type: &str) -> Option<bool> {

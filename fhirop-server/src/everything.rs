@@ -59,7 +59,7 @@ pub async fn everything(
 ) -> Result<Bundle, OperationError> {
     let store = context.store()?.clone();
     let tenant = context.tenant();
-    let access = crate::access::Access::of(context.request());
+    let access = crate::access::Access::of(context.request()).into_owned();
     access.require_read("Patient")?;
     let filter = Filter {
         access,

@@ -68,7 +68,7 @@ impl Rest {
             store,
             tenant: tenant_of(request),
             base_url: state.base_url(request),
-            access: Access::of(request),
+            access: Access::of(request).into_owned(),
         })
     }
 }

@@ -69,7 +69,7 @@ async fn invoke(
             event,
             context.base_url(),
             requester,
-            crate::access::Access::of(context.request()),
+            crate::access::Access::of(context.request()).into_owned(),
         )
         .await?;
     bot_output(context.definition(), result.json)

@@ -130,7 +130,7 @@ impl BotProvider {
                 event,
                 context.base_url(),
                 requester,
-                crate::access::Access::of(context.request()),
+                crate::access::Access::of(context.request()).into_owned(),
             )
             .await?;
         Ok(HttpResponse::Ok()
