@@ -250,6 +250,17 @@ impl PagePlans {
     }
 }
 
+/// Begins a transaction that writes, holding SQLite's write lock from its first statement.
+///
+/// A deferred `BEGIN` takes the lock only at the first write, after the transaction has read:
+/// if another connection (another process on the same file) writes meanwhile, SQLite cannot
+/// let the upgrade wait, since the read snapshot would be stale or the two would deadlock, and
+/// fails the write at once with "database is locked". `BEGIN IMMEDIATE` waits for the lock up
+/// to the busy timeout instead, before anything is read.
+async fn begin_writing(connection: &mut SqliteConnection) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
+    connection.begin_with("BEGIN IMMEDIATE").await.map_err(database_error)
+}
+
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -543,7 +554,7 @@ impl SqliteStore {
         if layout.is_none_or(|sql| sql.contains("WITHOUT ROWID")) {
             return Ok(());
         }
-        let mut transaction = connection.begin().await.map_err(database_error)?;
+        let mut transaction = begin_writing(connection).await?;
         let keyed = RESOURCE_CURRENT.replacen("resource_current", "resource_current_keyed", 1);
         for statement in [
             keyed.as_str(),
@@ -1215,7 +1226,7 @@ impl ResourceStore for SqliteStore {
         Box::pin(async move {
             let _writer = self.writer.lock().await;
             let mut connection = self.lease().await?;
-            let mut transaction = connection.begin().await.map_err(database_error)?;
+            let mut transaction = begin_writing(&mut connection).await?;
             let time = now();
             let mut results = Vec::with_capacity(writes.len());
             let mut creates = Vec::new();
@@ -1346,6 +1357,44 @@ mod tests {
             })
             .collect();
         store.transaction("t", writes).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn two_stores_on_one_file_update_one_resource_at_once_without_failing() {
+        // Two servers on one data directory (a restart while the old one still finishes its
+        // writes): each update reads the current version, then writes. A transaction that
+        // began deferred would read a snapshot the other store's commit makes stale, and SQLite
+        // fails its write at once (SQLITE_BUSY_SNAPSHOT) instead of waiting.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fhirop.db");
+        let (first, second) = (
+            SqliteStore::open(&path).await.unwrap(),
+            SqliteStore::open(&path).await.unwrap(),
+        );
+        patients(&first, 1, |_| "Start").await;
+        async fn updates(store: &SqliteStore, family: &'static str) -> Vec<Result<(), StoreError>> {
+            let mut results = Vec::new();
+            for _ in 0..40 {
+                let write = Write::Update {
+                    resource: patient("p0000", family),
+                    if_match: None,
+                };
+                results.push(store.transaction("t", vec![write]).await.map(|_| ()));
+            }
+            results
+        }
+        let (from_first, from_second) = tokio::join!(updates(&first, "First"), updates(&second, "Second"));
+        let failures: Vec<String> = from_first
+            .into_iter()
+            .chain(from_second)
+            .filter_map(|result| result.err().map(|error| error.to_string()))
+            .collect();
+        assert_eq!(failures, Vec::<String>::new());
+        let read = second.read("t", "Patient", "p0000").await.unwrap();
+        assert!(
+            matches!(read, ReadResult::Found(stored) if stored.version_id == 81),
+            "81 versions"
+        );
     }
 
     #[tokio::test]
