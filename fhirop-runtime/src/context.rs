@@ -273,11 +273,11 @@ impl OperationContext {
 
     /// The tenant (IBM) or project (Medplum) the call belongs to.
     pub fn tenant(&self) -> String {
-        tenant_of(&self.inner.request)
+        tenant_of(&self.inner.request).to_owned()
     }
 
-    /// Who is calling, as the server's authentication established it (set in the request's
-    /// extensions); `None` on a server without authentication.
+    /// Who is calling, as the server's authentication established it (the request's
+    /// [`Principal`]); `None` on a server without authentication.
     pub fn caller(&self) -> Option<Caller> {
         Principal::of(&self.inner.request).map(|principal| principal.caller.clone())
     }
@@ -310,17 +310,8 @@ impl OperationContext {
 }
 
 /// The tenant of `request`: its [`Principal`]'s, else [`DEFAULT_TENANT`].
-pub fn tenant_of(request: &HttpRequest) -> String {
-    with_tenant(request, str::to_owned)
-}
-
-/// Runs `f` with the tenant of `request`, borrowed rather than copied (the request
-/// extensions stay borrowed meanwhile, so `f` must not add any).
-pub fn with_tenant<R>(request: &HttpRequest, f: impl FnOnce(&str) -> R) -> R {
-    match Principal::of(request) {
-        Some(principal) => f(&principal.tenant),
-        None => f(DEFAULT_TENANT),
-    }
+pub fn tenant_of(request: &HttpRequest) -> &str {
+    Principal::of(request).map_or(DEFAULT_TENANT, |principal| &principal.tenant)
 }
 
 /// The tenant of requests nobody assigned to one.

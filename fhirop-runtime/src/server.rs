@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::binding::Binder;
 use crate::capability::{ServerInfo, capability_statement};
-use crate::context::{BaseUrl, OperationContext, Target, base_url_of, tenant_of, with_tenant};
+use crate::context::{BaseUrl, OperationContext, Target, base_url_of, tenant_of};
 use crate::definition::{Level, canonical_url, searchset};
 use crate::format::{
     InputLimits, ResponseFormat, accepts_gzip, check_content_type, negotiate, parse_json_object_within, query_pairs,
@@ -341,7 +341,7 @@ async fn metadata_route(request: HttpRequest, state: web::Data<ServerState>) -> 
         }
         return varying(format.respond_bytes(StatusCode::OK, cached.identity.clone()));
     }
-    let statement = capability_statement(&snapshot, &state.info, &base_url, &tenant);
+    let statement = capability_statement(&snapshot, &state.info, &base_url, tenant);
     if format.pretty {
         return format.respond(StatusCode::OK, &statement);
     }
@@ -393,7 +393,7 @@ async fn definitions_route(request: HttpRequest, state: web::Data<ServerState>) 
     let definitions: Vec<Value> = snapshot
         .operations()
         .iter()
-        .filter(|operation| operation.visible_to(&tenant))
+        .filter(|operation| operation.visible_to(tenant))
         .map(|operation| definition_json(operation, &base_url))
         .collect();
     let self_url = format!("{base_url}/OperationDefinition");
@@ -412,7 +412,7 @@ async fn definition_route(request: HttpRequest, state: web::Data<ServerState>) -
     let snapshot = state.registry.snapshot();
     match snapshot
         .by_id(id)
-        .filter(|operation| operation.visible_to(&tenant_of(&request)))
+        .filter(|operation| operation.visible_to(tenant_of(&request)))
     {
         Some(operation) => format.respond(StatusCode::OK, &definition_json(operation, &state.base_url(&request))),
         None => format.respond_error(&OperationError::not_found(format!(
@@ -688,7 +688,7 @@ async fn invoke(
     format: ResponseFormat,
 ) -> Result<HttpResponse, OperationError> {
     let (target, code) = target(request, state)?;
-    let operation = with_tenant(request, |tenant| resolve(state, tenant, &target, code))?;
+    let operation = resolve(state, tenant_of(request), &target, code)?;
     let definition = &operation.definition;
     if let Some(authorizer) = &state.authorizer.0 {
         authorizer(request, definition, &target)?;
@@ -800,8 +800,8 @@ async fn execute(
 }
 
 /// Invokes an operation in process, without HTTP: `request` carries the method, URI,
-/// headers, app data and extensions (tenant, caller) a route would see. The operation's
-/// GET rule still applies.
+/// headers and app data (with the caller's [`crate::context::Principal`]) a route would see.
+/// The operation's GET rule still applies.
 pub async fn call_operation(
     operation: &RegisteredOperation,
     request: &HttpRequest,

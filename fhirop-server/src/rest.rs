@@ -66,7 +66,7 @@ impl Rest {
         Ok(Rest {
             format,
             store,
-            tenant: tenant_of(request),
+            tenant: tenant_of(request).to_owned(),
             base_url: state.base_url(request),
             access: Access::of(request).into_owned(),
         })
