@@ -526,6 +526,8 @@ struct OperationRoutes {
 
 impl HttpServiceFactory for OperationRoutes {
     fn register(self, config: &mut AppService) {
+        // In the App, the base path is the route's prefix; in the scope, the scope's.
+        let prefix = if self.at_root { &*self.state.base_path } else { "" }.to_owned();
         let base_path = self.state.base_path.clone();
         let operation_paths = guard::fn_guard(move |context| {
             below_base(context.head().uri.path(), &base_path)
@@ -551,7 +553,7 @@ impl HttpServiceFactory for OperationRoutes {
             }
         });
         config.register_service(
-            ResourceDef::root_prefix(""),
+            ResourceDef::root_prefix(&prefix),
             Some(vec![Box::new(operation_paths)]),
             service,
             None,
