@@ -779,8 +779,7 @@ async fn execute(
         params,
         body,
     };
-    let handler = operation.handler.clone();
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(call))) {
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| operation.handler.call(call))) {
         Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
         Err(panic) => Err(panic),
     };
