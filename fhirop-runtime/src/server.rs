@@ -23,7 +23,7 @@ use crate::operation::{IntoOperations, OperationCall};
 use crate::outcome::{IssueType, OperationError};
 use crate::output::OperationOutput;
 use crate::registry::{CachedStatement, OperationRegistry, RegisteredOperation, RegistryError, Resolution};
-use crate::resource_types::{is_r4_resource_type, r4_resource_type};
+use crate::resource_types::r4_resource_type;
 use crate::types::lexical::is_id;
 
 pub use actix_web::http::StatusCode;
@@ -84,7 +84,7 @@ impl ServerState {
 
     /// Whether `name` is a resource type this server knows: an R4 one or one it declares.
     pub fn is_resource_type(&self, name: &str) -> bool {
-        is_r4_resource_type(name) || self.extra_resource_types.iter().any(|extra| extra == name)
+        self.resource_type_named(name).is_some()
     }
 
     /// The name of the resource type `name` if this server knows it, borrowed when R4 defines

@@ -88,7 +88,7 @@ pub fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
 #[derive(Debug)]
 pub struct Authenticator {
     admin_token: String,
-    /// Who the admin token stands for.
+    /// Who the admin token stands for: an administrator of the default project.
     admin_principal: Principal,
     metadata_path: String,
     smart_configuration_path: String,
@@ -154,18 +154,13 @@ impl Authenticator {
         scheme.eq_ignore_ascii_case(b"bearer") && constant_time_eq(token.trim_ascii(), self.admin_token.as_bytes())
     }
 
-    /// Who the admin token stands for: an administrator of the default project.
-    fn admin_identity(&self) -> Principal {
-        self.admin_principal.clone()
-    }
-
     /// The caller a bearer token stands for: the admin, or a client whose signed token has
     /// not expired and whose ClientApplication and membership still exist (deleting either
     /// revokes its tokens at once).
     async fn caller(&self, authorization: Option<&str>) -> Result<Principal, OperationError> {
         let token = bearer_token(authorization)?;
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
-            return Ok(self.admin_identity());
+            return Ok(self.admin_principal.clone());
         }
         let invalid = || unauthorized("the bearer token is not valid", Some("invalid_token"));
         let claims = self.signer.verify(token).ok_or_else(invalid)?;
@@ -251,7 +246,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(AuthenticationService {
             service: Rc::new(service),
-            admin: self.authenticator.admin_identity().container(),
+            admin: self.authenticator.admin_principal.clone().container(),
             authenticator: self.authenticator.clone(),
         }))
     }
