@@ -37,7 +37,8 @@ impl<'d> Binder<'d> {
                 parameters: &definition.parameters,
                 top_level: true,
             },
-            params: BoundParams::new(),
+            // Sized once: growing the list from empty reallocates on the way.
+            params: BoundParams::with_capacity(definition.parameters.len()),
             issues: Vec::new(),
             rejected: Vec::new(),
             max_parameters: MAX_PARAMETER_ENTRIES,
@@ -60,11 +61,12 @@ impl<'d> Binder<'d> {
     ) -> Result<(), OperationError> {
         for (key, text) in pairs {
             let (key, text) = (key.as_ref(), text.as_ref());
-            if GLOBAL_QUERY_PARAMETERS.contains(&key) {
+            if key.starts_with('_') && GLOBAL_QUERY_PARAMETERS.contains(&key) {
                 continue;
             }
-            let (name, modifier) = match key.split_once(':') {
-                Some((name, modifier)) => (name, Some(modifier)),
+            // A byte search: `split_once(':')` runs a char searcher on every key.
+            let (name, modifier) = match key.bytes().position(|byte| byte == b':') {
+                Some(colon) => (&key[..colon], Some(&key[colon + 1..])),
                 None => (key, None),
             };
             let Some(definition) = self.inputs.find(name) else {

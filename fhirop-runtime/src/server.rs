@@ -427,6 +427,18 @@ fn below_base<'a>(path: &'a str, base_path: &str) -> Option<&'a str> {
         .filter(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// Whether the last segment of a path below the base is an operation code (`$code`, or `%24code`
+/// as some clients encode it): the route's guard, run on every request under the base path.
+/// It looks at the end of the path only; the call parses the whole of it, and answers a
+/// malformed one with 404.
+fn ends_in_operation_code(below_base: &str) -> bool {
+    let last = match below_base.bytes().rposition(|byte| byte == b'/') {
+        Some(slash) => &below_base[slash + 1..],
+        None => below_base,
+    };
+    last.starts_with('$') || last.starts_with("%24")
+}
+
 /// The segments of an operation call's path below the base: `$op`, `Type/$op`,
 /// `Type/id/$op` or `Type/id/_history/vid/$op`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,10 +452,9 @@ struct OperationPath<'a> {
 
 impl<'a> OperationPath<'a> {
     fn parse(below_base: &'a str) -> Option<OperationPath<'a>> {
-        // Every request under the base path is parsed here (the route's guard, then the call).
-        // The code is the last segment, so a path that is no operation call is told by it
-        // before anything else is split; the rest is split at byte positions, which costs a
-        // fraction of `str::split`.
+        // Every operation call is parsed here. The code is the last segment, so a path that is
+        // no operation call is told by it before anything else is split; the rest is split at
+        // byte positions, which costs a fraction of `str::split`.
         let rest = below_base.strip_prefix('/')?;
         let (head, op) = match rest.bytes().rposition(|byte| byte == b'/') {
             Some(slash) => (Some(&rest[..slash]), &rest[slash + 1..]),
@@ -530,9 +541,7 @@ impl HttpServiceFactory for OperationRoutes {
         let prefix = if self.at_root { &*self.state.base_path } else { "" }.to_owned();
         let base_path = self.state.base_path.clone();
         let operation_paths = guard::fn_guard(move |context| {
-            below_base(context.head().uri.path(), &base_path)
-                .and_then(OperationPath::parse)
-                .is_some()
+            below_base(context.head().uri.path(), &base_path).is_some_and(ends_in_operation_code)
         });
         let state = self.state;
         let scope_data = self.at_root.then(|| {
@@ -576,7 +585,12 @@ async fn operation_route(request: &HttpRequest, payload: web::Payload, state: &S
 fn target<'r>(request: &'r HttpRequest, state: &ServerState) -> Result<(Target, &'r str), OperationError> {
     let path = below_base(request.path(), &state.base_path)
         .and_then(OperationPath::parse)
-        .ok_or_else(|| OperationError::not_found(format!("{} is not an operation path", request.path())))?;
+        .ok_or_else(|| {
+            OperationError::not_found(format!(
+                "{} is not an operation call: expected [base]/$code, [base]/Type/$code, [base]/Type/id/$code or [base]/Type/id/_history/vid/$code",
+                request.path()
+            ))
+        })?;
     let code = path.code;
     let resource_type = match path.resource_type {
         None => None,
@@ -751,7 +765,7 @@ async fn execute(
         Default::default()
     } else {
         let mut binder = Binder::new(definition).max_parameters(limits.max_parameters);
-        binder.add_query(query_pairs(request.query_string().as_bytes()), is_get)?;
+        binder.add_query(query_pairs(request.query_string()), is_get)?;
         if let Some(body) = body.as_ref().filter(|body| !body.is_empty()) {
             check_content_type(request)?;
             let json = parse_json_object_within(body, limits.max_json_depth)?;
@@ -862,6 +876,28 @@ mod tests {
             parse("/fhir/R4/Patient//$everything"),
             path(Some("Patient"), Some(""), None, "everything")
         );
+    }
+
+    #[test]
+    fn the_route_takes_every_path_that_ends_in_a_code() {
+        for path in [
+            "/$export",
+            "/Patient/%24match",
+            "/Patient/p1/$everything",
+            "/Patient/p1/x/$meta",
+        ] {
+            assert!(ends_in_operation_code(path), "{path}");
+        }
+        for path in [
+            "",
+            "/",
+            "/metadata",
+            "/Patient/p1",
+            "/Patient/$everything/",
+            "/Patient/p$1",
+        ] {
+            assert!(!ends_in_operation_code(path), "{path}");
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The FHIR REST interactions (R4 http.html) on top of the resource store: create, read,
 //! vread, update, delete, history, search, and batch/transaction Bundles.
 
+use std::borrow::Cow;
+
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, Scope, web};
 use fhirop::context::tenant_of;
@@ -434,9 +436,12 @@ const CONTROL_PARAMETERS: [&str; 9] = [
 
 /// The decoded `(name, value)` pairs of a query string or form body, owned.
 pub fn owned_query_pairs(query: &[u8]) -> Vec<(String, String)> {
-    fhirop::format::query_pairs(query)
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect()
+    let owned = |(name, value): (Cow<'_, str>, Cow<'_, str>)| (name.into_owned(), value.into_owned());
+    match std::str::from_utf8(query) {
+        Ok(text) => fhirop::format::query_pairs(text).map(owned).collect(),
+        // Bytes that are not UTF-8 are read as the decoder reads them, with replacement chars.
+        Err(_) => form_urlencoded::parse(query).map(owned).collect(),
+    }
 }
 
 /// Builds a search from `(name, value)` pairs and the `Prefer` header.

@@ -122,7 +122,7 @@ impl serde::Serialize for HeadersJson<'_> {
 /// The query string as an object: a string per parameter, an array of strings when repeated.
 pub fn query_object(context: &OperationContext) -> Value {
     let mut object = Map::new();
-    for (name, value) in fhirop::format::query_pairs(context.uri().query().unwrap_or_default().as_bytes()) {
+    for (name, value) in fhirop::format::query_pairs(context.uri().query().unwrap_or_default()) {
         let value = Value::String(value.into_owned());
         match object.get_mut(name.as_ref()) {
             Some(Value::Array(values)) => values.push(value),

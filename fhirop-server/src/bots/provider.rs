@@ -82,7 +82,7 @@ impl BotProvider {
         let bot = match &id {
             Some(id) => id.id.clone(),
             None => {
-                let identifier = fhirop::format::query_pairs(context.uri().query().unwrap_or_default().as_bytes())
+                let identifier = fhirop::format::query_pairs(context.uri().query().unwrap_or_default())
                     .find(|(name, _)| name == "identifier")
                     .map(|(_, value)| value.into_owned())
                     .ok_or_else(|| {
