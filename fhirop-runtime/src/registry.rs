@@ -109,13 +109,14 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
-/// The outcome of looking up a call.
+/// The outcome of looking up a call, borrowed from the snapshot: the request path holds the
+/// snapshot for the call, and takes no count of its own on the operation.
 #[derive(Debug)]
-pub enum Resolution {
+pub enum Resolution<'s> {
     /// The operation to run.
-    Found(Arc<RegisteredOperation>),
+    Found(&'s Arc<RegisteredOperation>),
     /// The code exists, but not at this level or for this type.
-    WrongLevel(Vec<Arc<RegisteredOperation>>),
+    WrongLevel(Vec<&'s Arc<RegisteredOperation>>),
     /// No operation has this code.
     Unknown,
 }
@@ -132,7 +133,7 @@ impl Snapshot {
     }
 
     /// Finds the operation for a call from `tenant`.
-    pub fn resolve(&self, tenant: &str, level: Level, resource_type: Option<&str>, code: &str) -> Resolution {
+    pub fn resolve(&self, tenant: &str, level: Level, resource_type: Option<&str>, code: &str) -> Resolution<'_> {
         let Some(all) = self.by_code.get(code) else {
             return Resolution::Unknown;
         };
@@ -140,9 +141,9 @@ impl Snapshot {
         let declared = candidates().find(|operation| operation.definition.supports(level, resource_type));
         let lenient = || candidates().find(|operation| operation.lenient_levels);
         match declared.or_else(lenient) {
-            Some(operation) => Resolution::Found(operation.clone()),
+            Some(operation) => Resolution::Found(operation),
             None => {
-                let candidates: Vec<Arc<RegisteredOperation>> = candidates().cloned().collect();
+                let candidates: Vec<&Arc<RegisteredOperation>> = candidates().collect();
                 if candidates.is_empty() {
                     Resolution::Unknown
                 } else {

@@ -22,7 +22,7 @@ use crate::format::{
 use crate::operation::{IntoOperations, OperationCall};
 use crate::outcome::{IssueType, OperationError};
 use crate::output::OperationOutput;
-use crate::registry::{CachedStatement, OperationRegistry, RegisteredOperation, RegistryError, Resolution};
+use crate::registry::{CachedStatement, OperationRegistry, RegisteredOperation, RegistryError, Resolution, Snapshot};
 use crate::resource_types::r4_resource_type;
 use crate::types::lexical::is_id;
 
@@ -543,12 +543,14 @@ impl HttpServiceFactory for OperationRoutes {
         let operation_paths = guard::fn_guard(move |context| {
             below_base(context.head().uri.path(), &base_path).is_some_and(ends_in_operation_code)
         });
-        let state = self.state;
         let scope_data = self.at_root.then(|| {
             let mut data = actix_web::dev::Extensions::new();
-            data.insert(web::Data::from(state.clone()));
+            data.insert(web::Data::from(self.state.clone()));
             std::rc::Rc::new(data)
         });
+        // The service lives on one worker: each call takes a count of an `Rc`, not an atomic
+        // one of the `Arc`.
+        let state = std::rc::Rc::new(self.state);
         let service = fn_service(move |mut request: ServiceRequest| {
             let state = state.clone();
             if let Some(data) = &scope_data {
@@ -629,13 +631,12 @@ fn target<'r>(request: &'r HttpRequest, state: &ServerState) -> Result<(Target, 
     ))
 }
 
-fn resolve(
-    state: &ServerState,
+fn resolve<'s>(
+    snapshot: &'s Snapshot,
     tenant: &str,
     target: &Target,
     code: &str,
-) -> Result<Arc<RegisteredOperation>, OperationError> {
-    let snapshot = state.registry.snapshot();
+) -> Result<&'s RegisteredOperation, OperationError> {
     match snapshot.resolve(tenant, target.level, target.resource_type.as_deref(), code) {
         Resolution::Found(operation) => Ok(operation),
         Resolution::WrongLevel(candidates) => {
@@ -704,7 +705,8 @@ async fn invoke(
     format: ResponseFormat,
 ) -> Result<HttpResponse, OperationError> {
     let (target, code) = target(request, state)?;
-    let operation = resolve(state, tenant_of(request), &target, code)?;
+    let snapshot = state.registry.snapshot();
+    let operation = resolve(&snapshot, tenant_of(request), &target, code)?;
     let definition = &operation.definition;
     if let Some(authorizer) = &state.authorizer.0 {
         authorizer(request, definition, &target)?;
@@ -730,7 +732,7 @@ async fn invoke(
         Some(read_body(request, payload, state.body_limit).await?)
     };
     let base_url = BaseUrl::shared(state.public_base_url.clone(), state.base_path.clone());
-    let (output, context) = execute(&operation, request, target, base_url, body, state.input_limits).await?;
+    let (output, context) = execute(operation, request, target, base_url, body, state.input_limits).await?;
     let (status, headers) = context.take_response_control();
     let mut response = match output {
         OperationOutput::Resource(body) => format.respond(status.unwrap_or(StatusCode::OK), &body),

@@ -361,7 +361,7 @@ impl StoreHost {
             .snapshot()
             .resolve(tenant, target.level, target.resource_type.as_deref(), code)
         {
-            Resolution::Found(operation) => operation,
+            Resolution::Found(operation) => operation.clone(),
             _ => {
                 return Err(OperationError::not_found(format!(
                     "operation ${code} is not known here"
