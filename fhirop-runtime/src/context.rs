@@ -103,9 +103,9 @@ impl std::fmt::Debug for OperationContext {
 /// asked for.
 #[derive(Debug)]
 pub struct BaseUrl {
-    /// Shared with the server's state: a call takes a reference, not a copy.
-    configured: Option<Arc<str>>,
-    base_path: Arc<str>,
+    /// Shared with the worker's route: a call takes a count, not a copy.
+    configured: Option<Rc<str>>,
+    base_path: Rc<str>,
     resolved: std::cell::OnceCell<String>,
 }
 
@@ -115,7 +115,7 @@ impl BaseUrl {
         BaseUrl::shared(configured.map(Into::into), base_path.into())
     }
 
-    pub(crate) fn shared(configured: Option<Arc<str>>, base_path: Arc<str>) -> BaseUrl {
+    pub(crate) fn shared(configured: Option<Rc<str>>, base_path: Rc<str>) -> BaseUrl {
         BaseUrl {
             configured,
             base_path,

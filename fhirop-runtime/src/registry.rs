@@ -6,6 +6,7 @@
 //! cached CapabilityStatement.
 
 use foldhash::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -185,6 +186,10 @@ fn overlaps(a: &OperationDefinition, b: &OperationDefinition) -> bool {
 /// The operations a server answers, changeable at run time.
 pub struct OperationRegistry {
     current: ArcSwap<Snapshot>,
+    /// Counts the snapshots published: a reader that keeps a snapshot knows it is still the
+    /// current one while this has not moved (one plain load, where `snapshot()` takes atomic
+    /// counts).
+    generation: AtomicU64,
     writer: Mutex<()>,
 }
 
@@ -207,6 +212,7 @@ impl OperationRegistry {
     pub fn new() -> OperationRegistry {
         OperationRegistry {
             current: ArcSwap::from_pointee(Snapshot::default()),
+            generation: AtomicU64::new(0),
             writer: Mutex::new(()),
         }
     }
@@ -214,6 +220,17 @@ impl OperationRegistry {
     /// The current state (one atomic load).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Which snapshot is current: it changes after every change is published, so a snapshot
+    /// taken after reading a generation is at least as new as that generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Adds an operation; refuses one that clashes with a registered one.
@@ -258,7 +275,7 @@ impl OperationRegistry {
             }
         }
         operations.push(Arc::new(new));
-        self.current.store(Arc::new(Snapshot::with(operations)));
+        self.publish(Snapshot::with(operations));
         Ok(())
     }
 
@@ -274,7 +291,7 @@ impl OperationRegistry {
             .collect();
         let removed = operations.len() != current.operations.len();
         if removed {
-            self.current.store(Arc::new(Snapshot::with(operations)));
+            self.publish(Snapshot::with(operations));
         }
         removed
     }
@@ -357,6 +374,20 @@ mod tests {
             .id("c")
             .build();
         assert!(registry.register(operation(other_type)).is_ok());
+    }
+
+    #[test]
+    fn every_published_change_and_only_those_move_the_generation() {
+        let registry = OperationRegistry::new();
+        let definition = OperationDefinition::builder("$x").system(true).id("x").build();
+        let start = registry.generation();
+        registry.register(operation(definition.clone())).unwrap();
+        assert_eq!(registry.generation(), start + 1);
+        assert!(registry.register(operation(definition)).is_err());
+        assert!(!registry.remove("nothing"));
+        assert_eq!(registry.generation(), start + 1);
+        assert!(registry.remove("x"));
+        assert_eq!(registry.generation(), start + 2);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! (ARCHITECTURE.md): negotiate → resolve → method rule → bind → handler → response.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
 use actix_web::dev::{AppService, HttpServiceFactory, ResourceDef, ServiceRequest, ServiceResponse, fn_service};
@@ -548,18 +550,16 @@ impl HttpServiceFactory for OperationRoutes {
             data.insert(web::Data::from(self.state.clone()));
             std::rc::Rc::new(data)
         });
-        // The service lives on one worker: each call takes a count of an `Rc`, not an atomic
-        // one of the `Arc`.
-        let state = std::rc::Rc::new(self.state);
+        let worker = Rc::new(WorkerRoute::new(self.state));
         let service = fn_service(move |mut request: ServiceRequest| {
-            let state = state.clone();
+            let worker = worker.clone();
             if let Some(data) = &scope_data {
                 request.add_data_container(data.clone());
             }
             async move {
                 let (request, mut payload) = request.into_parts();
                 let payload = web::Payload::from_request(&request, &mut payload).into_inner()?;
-                let response = operation_route(&request, payload, &state).await;
+                let response = operation_route(&request, payload, &worker).await;
                 Ok(ServiceResponse::new(request, response))
             }
         });
@@ -572,12 +572,50 @@ impl HttpServiceFactory for OperationRoutes {
     }
 }
 
-async fn operation_route(request: &HttpRequest, payload: web::Payload, state: &ServerState) -> HttpResponse {
+/// A registry snapshot held on one worker: a call takes a count of the `Rc`, which is a plain
+/// addition, and not one of the `Arc`, which is atomic.
+type WorkerSnapshot = Rc<Arc<Snapshot>>;
+
+/// The operation route's own copy, on one worker, of what every call reads: the service and
+/// the calls share it through `Rc` counts, which are plain additions, where sharing the server's
+/// state, its registry's snapshot and its base path would take an atomic count of each.
+struct WorkerRoute {
+    state: Arc<ServerState>,
+    /// The registry's snapshot as last read, and the registry's generation before that read.
+    snapshot: RefCell<(u64, WorkerSnapshot)>,
+    base_path: Rc<str>,
+    public_base_url: Option<Rc<str>>,
+}
+
+impl WorkerRoute {
+    fn new(state: Arc<ServerState>) -> WorkerRoute {
+        let generation = state.registry.generation();
+        let snapshot = Rc::new(state.registry.snapshot());
+        WorkerRoute {
+            base_path: Rc::from(&*state.base_path),
+            public_base_url: state.public_base_url.as_deref().map(Rc::from),
+            snapshot: RefCell::new((generation, snapshot)),
+            state,
+        }
+    }
+
+    /// The registry's current snapshot: the one kept, unless the registry changed since.
+    fn snapshot(&self) -> WorkerSnapshot {
+        let generation = self.state.registry.generation();
+        let mut kept = self.snapshot.borrow_mut();
+        if kept.0 != generation {
+            *kept = (generation, Rc::new(self.state.registry.snapshot()));
+        }
+        kept.1.clone()
+    }
+}
+
+async fn operation_route(request: &HttpRequest, payload: web::Payload, worker: &WorkerRoute) -> HttpResponse {
     let format = match negotiate(request) {
         Ok(format) => format,
         Err(error) => return ResponseFormat::default().respond_error(&error),
     };
-    match invoke(request, payload, state, format).await {
+    match invoke(request, payload, worker, format).await {
         Ok(response) => response,
         Err(error) => format.respond_error(&error),
     }
@@ -701,11 +739,12 @@ pub async fn read_body(
 async fn invoke(
     request: &HttpRequest,
     payload: web::Payload,
-    state: &ServerState,
+    worker: &WorkerRoute,
     format: ResponseFormat,
 ) -> Result<HttpResponse, OperationError> {
+    let state = &*worker.state;
     let (target, code) = target(request, state)?;
-    let snapshot = state.registry.snapshot();
+    let snapshot = worker.snapshot();
     let operation = resolve(&snapshot, tenant_of(request), &target, code)?;
     let definition = &operation.definition;
     if let Some(authorizer) = &state.authorizer.0 {
@@ -731,7 +770,7 @@ async fn invoke(
     } else {
         Some(read_body(request, payload, state.body_limit).await?)
     };
-    let base_url = BaseUrl::shared(state.public_base_url.clone(), state.base_path.clone());
+    let base_url = BaseUrl::shared(worker.public_base_url.clone(), worker.base_path.clone());
     let (output, context) = execute(operation, request, target, base_url, body, state.input_limits).await?;
     let (status, headers) = context.take_response_control();
     let mut response = match output {
