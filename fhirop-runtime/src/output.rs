@@ -22,6 +22,11 @@ pub enum OperationOutput {
 }
 
 impl OperationOutput {
+    /// Serialized JSON as the body (see [`crate::format::body_bytes`]).
+    pub fn json(text: Vec<u8>) -> OperationOutput {
+        OperationOutput::Json(crate::format::body_bytes(text))
+    }
+
     /// The body as a JSON value (`Json` parsed, `Resource` as it is); `None` for `Http`.
     pub fn into_json(self) -> Option<Result<Value, OperationError>> {
         match self {
@@ -83,7 +88,7 @@ impl ParamDefinition {
 /// Serializes a typed resource as the body.
 pub fn resource_output<T: serde::Serialize>(resource: &T) -> Result<OperationOutput, OperationError> {
     serde_json::to_vec(resource)
-        .map(|bytes| OperationOutput::Json(bytes.into()))
+        .map(OperationOutput::json)
         .map_err(|error| OperationError::internal(format!("the resource could not be serialized: {error}")))
 }
 
@@ -94,7 +99,7 @@ where
     V: AsRef<[crate::types::ParamValue]> + IntoIterator<Item = crate::types::ParamValue>,
 {
     match crate::types::parameters_json(std::iter::once(("return", values.as_ref()))) {
-        Ok(bytes) => OperationOutput::Json(bytes.into()),
+        Ok(bytes) => OperationOutput::json(bytes),
         // Kept on the general path, which falls back to the value form.
         Err(_) => {
             let mut parameters = BoundParams::new();
@@ -109,7 +114,7 @@ where
 /// `parameters` as the body: serialized straight to bytes.
 pub fn parameters_output(parameters: BoundParams) -> OperationOutput {
     match parameters.to_parameters_json() {
-        Ok(bytes) => OperationOutput::Json(bytes.into()),
+        Ok(bytes) => OperationOutput::json(bytes),
         // Values built in this process always serialize; keep the value form if one did not.
         Err(_) => OperationOutput::Resource(parameters.into_parameters_resource()),
     }

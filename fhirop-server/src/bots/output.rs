@@ -101,7 +101,7 @@ pub fn bot_output(definition: &OperationDefinition, json: String) -> Result<Oper
         && given != "OperationOutcome"
         && resource_fits(single, given)
     {
-        return Ok(OperationOutput::Json(json.into_bytes().into()));
+        return Ok(OperationOutput::json(json.into_bytes()));
     }
     let value = serde_json::from_str(&json)
         .map_err(|error| OperationError::internal(format!("the Bot's value is not JSON: {error}")))?;
