@@ -429,14 +429,14 @@ fn below_base<'a>(path: &'a str, base_path: &str) -> Option<&'a str> {
         .filter(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// Whether the last segment of a path below the base is an operation code (`$code`, or `%24code`
-/// as some clients encode it): the route's guard, run on every request under the base path.
-/// It looks at the end of the path only; the call parses the whole of it, and answers a
-/// malformed one with 404.
-fn ends_in_operation_code(below_base: &str) -> bool {
-    let last = match below_base.bytes().rposition(|byte| byte == b'/') {
-        Some(slash) => &below_base[slash + 1..],
-        None => below_base,
+/// Whether the last segment of a path is an operation code (`$code`, or `%24code` as some
+/// clients encode it): the route's guard, run on every request under the base path. It looks
+/// at the end of the path only; the call parses the whole of it, and answers a malformed one
+/// with 404.
+fn ends_in_operation_code(path: &str) -> bool {
+    let last = match path.bytes().rposition(|byte| byte == b'/') {
+        Some(slash) => &path[slash + 1..],
+        None => path,
     };
     last.starts_with('$') || last.starts_with("%24")
 }
@@ -541,10 +541,9 @@ impl HttpServiceFactory for OperationRoutes {
     fn register(self, config: &mut AppService) {
         // In the App, the base path is the route's prefix; in the scope, the scope's.
         let prefix = if self.at_root { &*self.state.base_path } else { "" }.to_owned();
-        let base_path = self.state.base_path.clone();
-        let operation_paths = guard::fn_guard(move |context| {
-            below_base(context.head().uri.path(), &base_path).is_some_and(ends_in_operation_code)
-        });
+        // Actix tries the guard only on paths under the prefix, so the base path is not
+        // compared again here; the call parses the path below it.
+        let operation_paths = guard::fn_guard(|context| ends_in_operation_code(context.head().uri.path()));
         let scope_data = self.at_root.then(|| {
             let mut data = actix_web::dev::Extensions::new();
             data.insert(web::Data::from(self.state.clone()));
@@ -552,16 +551,10 @@ impl HttpServiceFactory for OperationRoutes {
         });
         let worker = Rc::new(WorkerRoute::new(self.state));
         let service = fn_service(move |mut request: ServiceRequest| {
-            let worker = worker.clone();
             if let Some(data) = &scope_data {
                 request.add_data_container(data.clone());
             }
-            async move {
-                let (request, mut payload) = request.into_parts();
-                let payload = web::Payload::from_request(&request, &mut payload).into_inner()?;
-                let response = operation_route(&request, payload, &worker).await;
-                Ok(ServiceResponse::new(request, response))
-            }
+            operation_route(request, worker.clone())
         });
         config.register_service(
             ResourceDef::root_prefix(&prefix),
@@ -610,15 +603,23 @@ impl WorkerRoute {
     }
 }
 
-async fn operation_route(request: &HttpRequest, payload: web::Payload, worker: &WorkerRoute) -> HttpResponse {
-    let format = match negotiate(request) {
-        Ok(format) => format,
-        Err(error) => return ResponseFormat::default().respond_error(&error),
+/// An operation call, from the request to the response. One async fn where there were
+/// nested ones: rustc gives each awaited future its own room in the awaiting one's state as
+/// well, so every layer doubled the state that is allocated and moved per call.
+async fn operation_route(
+    request: ServiceRequest,
+    worker: Rc<WorkerRoute>,
+) -> Result<ServiceResponse, actix_web::Error> {
+    let (request, mut payload) = request.into_parts();
+    let payload = web::Payload::from_request(&request, &mut payload).into_inner()?;
+    let response = match negotiate(&request) {
+        Err(error) => ResponseFormat::default().respond_error(&error),
+        Ok(format) => match invoke(&request, payload, &worker, format).await {
+            Ok(response) => response,
+            Err(error) => format.respond_error(&error),
+        },
     };
-    match invoke(request, payload, worker, format).await {
-        Ok(response) => response,
-        Err(error) => format.respond_error(&error),
-    }
+    Ok(ServiceResponse::new(request, response))
 }
 
 /// Reads the target and the code (without `$`) of an operation call from its path.
