@@ -1,9 +1,10 @@
 //! The operation registry: (level, resource type, code) → handler.
 //!
 //! Reads are on every request's path, so the registry is an immutable snapshot behind an
-//! `ArcSwap`: a lookup is one atomic load and a hash probe, with no lock. Changes (Bots
-//! registering at run time) build a new snapshot under a writer lock, which also drops the
-//! cached CapabilityStatement.
+//! `ArcSwap`: a lookup is one atomic load and a hash probe, with no lock; the operation route
+//! keeps a snapshot per worker and checks it with the registry's generation, a plain load.
+//! Changes (Bots registering at run time) build a new snapshot under a writer lock, which also
+//! drops the cached CapabilityStatement.
 
 use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -434,11 +434,12 @@ fn below_base<'a>(path: &'a str, base_path: &str) -> Option<&'a str> {
 /// at the end of the path only; the call parses the whole of it, and answers a malformed one
 /// with 404.
 fn ends_in_operation_code(path: &str) -> bool {
-    let last = match path.bytes().rposition(|byte| byte == b'/') {
-        Some(slash) => &path[slash + 1..],
-        None => path,
-    };
-    last.starts_with('$') || last.starts_with("%24")
+    operation_code(split_last(path).1).is_some()
+}
+
+/// The code of an operation segment (`$code`, or `%24code`), without its `$`.
+fn operation_code(segment: &str) -> Option<&str> {
+    segment.strip_prefix('$').or_else(|| segment.strip_prefix("%24"))
 }
 
 /// The segments of an operation call's path below the base: `$op`, `Type/$op`,
@@ -458,11 +459,8 @@ impl<'a> OperationPath<'a> {
         // no operation call is told by it before anything else is split; the rest is split at
         // byte positions, which costs a fraction of `str::split`.
         let rest = below_base.strip_prefix('/')?;
-        let (head, op) = match rest.bytes().rposition(|byte| byte == b'/') {
-            Some(slash) => (Some(&rest[..slash]), &rest[slash + 1..]),
-            None => (None, rest),
-        };
-        let code = op.strip_prefix('$').or_else(|| op.strip_prefix("%24"))?;
+        let (head, op) = split_last(rest);
+        let code = operation_code(op)?;
         let (resource_type, id, version_id) = match head.map(split_first) {
             None => (None, None, None),
             Some((resource_type, None)) => (Some(resource_type), None, None),
@@ -482,6 +480,14 @@ impl<'a> OperationPath<'a> {
             version_id,
             code,
         })
+    }
+}
+
+/// `text` up to its last `/` if it has one, and what follows that `/` (or all of `text`).
+fn split_last(text: &str) -> (Option<&str>, &str) {
+    match text.bytes().rposition(|byte| byte == b'/') {
+        Some(slash) => (Some(&text[..slash]), &text[slash + 1..]),
+        None => (None, text),
     }
 }
 
@@ -565,8 +571,7 @@ impl HttpServiceFactory for OperationRoutes {
     }
 }
 
-/// A registry snapshot held on one worker: a call takes a count of the `Rc`, which is a plain
-/// addition, and not one of the `Arc`, which is atomic.
+/// A registry snapshot held on one worker (see [`WorkerRoute`]).
 type WorkerSnapshot = Rc<Arc<Snapshot>>;
 
 /// The operation route's own copy, on one worker, of what every call reads: the service and
