@@ -176,6 +176,7 @@ pub mod __private {
     }
 
     /// The 400 for arguments that did not convert.
+    #[cold]
     pub fn binding_failed(issues: Vec<Issue>) -> OperationError {
         OperationError::from_issues(fhirop_runtime::server::StatusCode::BAD_REQUEST, issues)
     }

@@ -142,6 +142,7 @@ pub struct Issue {
 
 impl Issue {
     /// An `error` issue with diagnostics.
+    #[cold]
     pub fn error(code: IssueType, diagnostics: impl Into<String>) -> Issue {
         Issue {
             severity: Severity::Error,
@@ -224,11 +225,13 @@ pub struct OperationError {
 
 impl OperationError {
     /// An error with one `error` issue.
+    #[cold]
     pub fn new(status: StatusCode, code: IssueType, diagnostics: impl Into<String>) -> OperationError {
         OperationError::from_issues(status, vec![Issue::error(code, diagnostics)])
     }
 
     /// An error carrying several issues at once (every binding problem of a request).
+    #[cold]
     pub fn from_issues(status: StatusCode, issues: Vec<Issue>) -> OperationError {
         OperationError {
             status,
@@ -238,11 +241,13 @@ impl OperationError {
     }
 
     /// 400 with issue code `invalid`.
+    #[cold]
     pub fn invalid(diagnostics: impl Into<String>) -> OperationError {
         OperationError::new(StatusCode::BAD_REQUEST, IssueType::Invalid, diagnostics)
     }
 
     /// 400 with issue code `value`, naming the offending parameter.
+    #[cold]
     pub fn bad_value(parameter: &str, diagnostics: impl Into<String>) -> OperationError {
         OperationError::from_issues(
             StatusCode::BAD_REQUEST,
@@ -251,16 +256,19 @@ impl OperationError {
     }
 
     /// 404 with issue code `not-found`.
+    #[cold]
     pub fn not_found(diagnostics: impl Into<String>) -> OperationError {
         OperationError::new(StatusCode::NOT_FOUND, IssueType::NotFound, diagnostics)
     }
 
     /// 403 with issue code `forbidden`.
+    #[cold]
     pub fn forbidden(diagnostics: impl Into<String>) -> OperationError {
         OperationError::new(StatusCode::FORBIDDEN, IssueType::Forbidden, diagnostics)
     }
 
     /// 500 with issue code `exception`.
+    #[cold]
     pub fn internal(diagnostics: impl Into<String>) -> OperationError {
         OperationError::new(StatusCode::INTERNAL_SERVER_ERROR, IssueType::Exception, diagnostics)
     }
