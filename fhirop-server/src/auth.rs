@@ -9,15 +9,14 @@ use std::future::{Ready, ready};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::StatusCode;
 use actix_web::web;
 use fhirop::context::{Caller, DEFAULT_TENANT, Principal};
 use fhirop::format::{ResponseFormat, negotiate};
 use fhirop::outcome::{IssueType, OperationError};
-use futures_util::TryFutureExt as _;
-use futures_util::future::{Either, LocalBoxFuture, MapOk};
+use futures_util::future::{Either, LocalBoxFuture};
 
 use fhirop::store::{ReadResult, StoreHandle};
 
@@ -232,12 +231,11 @@ impl Authentication {
     }
 }
 
-impl<S, B> Transform<S, ServiceRequest> for Authentication
+impl<S> Transform<S, ServiceRequest> for Authentication
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    B: MessageBody + 'static,
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error> + 'static,
 {
-    type Response = ServiceResponse<EitherBody<B>>;
+    type Response = ServiceResponse<BoxBody>;
     type Error = actix_web::Error;
     type Transform = AuthenticationService<S>;
     type InitError = ();
@@ -262,20 +260,16 @@ pub struct AuthenticationService<S> {
     authenticator: web::Data<Authenticator>,
 }
 
-/// The inner service's response, its body marked as the one passed through.
-type PassedOn<B> = fn(ServiceResponse<B>) -> ServiceResponse<EitherBody<B>>;
-
-impl<S, B> Service<ServiceRequest> for AuthenticationService<S>
+/// The inner service's responses are boxed already, so the middleware passes them on as they
+/// are: a body type of its own (`EitherBody`) would be mapped on every response and unwrapped
+/// again by the dispatcher.
+impl<S> Service<ServiceRequest> for AuthenticationService<S>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
-    B: MessageBody + 'static,
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error> + 'static,
 {
-    type Response = ServiceResponse<EitherBody<B>>;
+    type Response = ServiceResponse<BoxBody>;
     type Error = actix_web::Error;
-    type Future = Either<
-        MapOk<S::Future, PassedOn<B>>,
-        LocalBoxFuture<'static, Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>,
-    >;
+    type Future = Either<S::Future, LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>>;
 
     forward_ready!(service);
 
@@ -292,12 +286,11 @@ where
             return match authenticator.admit(ADMIN_CALLER) {
                 Ok(()) => {
                     request.add_data_container(self.admin.clone());
-                    let passed_on: PassedOn<B> = ServiceResponse::map_into_left_body;
-                    Either::Left(self.service.call(request).map_ok(passed_on))
+                    Either::Left(self.service.call(request))
                 }
                 Err(throttled) => {
                     let response = request.into_response(ResponseFormat::default().respond_error(&throttled));
-                    Either::Right(Box::pin(ready(Ok(response.map_into_right_body()))))
+                    Either::Right(Box::pin(ready(Ok(response))))
                 }
             };
         }
@@ -317,13 +310,13 @@ fn authorization(request: &ServiceRequest) -> Option<&str> {
 
 /// Every request but the admin's: open endpoints, the token endpoint, client tokens (which
 /// read the store) and failures.
-async fn authenticate<S, B>(
+async fn authenticate<S>(
     mut request: ServiceRequest,
     authenticator: &Authenticator,
     service: &S,
-) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error>
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error>
 where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
 {
     let authorization = authorization(&request);
     // The rate-limit key of the address the request comes from, built only when needed.
@@ -339,7 +332,7 @@ where
         // rate of the address they come from.
         if let Err(throttled) = authenticator.admit(&peer_key(&request)) {
             let response = ResponseFormat::default().respond_error(&throttled);
-            return Ok(request.into_response(response).map_into_right_body());
+            return Ok(request.into_response(response));
         }
     }
     if authenticator.is_open(&request) {
@@ -350,7 +343,7 @@ where
         {
             request.add_data_container(principal.container());
         }
-        return Ok(service.call(request).await?.map_into_left_body());
+        return service.call(request).await;
     }
     // Failed attempts count against the address they come from, so guessing tokens is held
     // to the same rate as using one (`peer_key`, above).
@@ -368,12 +361,12 @@ where
     match admitted {
         Ok(principal) => {
             request.add_data_container(principal.container());
-            Ok(service.call(request).await?.map_into_left_body())
+            service.call(request).await
         }
         Err(error) => {
             let format = negotiate(request.request()).unwrap_or_default();
             let response = ResponseFormat::respond_error(format, &error);
-            Ok(request.into_response(response).map_into_right_body())
+            Ok(request.into_response(response))
         }
     }
 }
