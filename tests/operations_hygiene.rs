@@ -31,6 +31,21 @@ async fn boom(#[op_param] how: Option<String>) -> String {
     panic!("the handler blew up: {}", how.unwrap_or_default())
 }
 
+/// Answers after it waited twice: for a wake-up it asks for at once, then for a timer.
+#[operation(name = "$later", idempotent = true)]
+async fn later(#[op_param] text: Option<String>) -> String {
+    tokio::task::yield_now().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    format!("later: {}", text.unwrap_or_default())
+}
+
+/// Panics after it waited.
+#[operation(name = "$boom-later", idempotent = true)]
+async fn boom_later() -> String {
+    tokio::task::yield_now().await;
+    panic!("the handler blew up after waiting")
+}
+
 const LIMIT: usize = 1024;
 
 fn server() -> TestServer {
@@ -38,7 +53,7 @@ fn server() -> TestServer {
         FhirServer::builder()
             .base_path("/fhir/R4")
             .body_limit(LIMIT)
-            .operations(operations![echo, take, boom])
+            .operations(operations![echo, take, boom, later, boom_later])
             .build()
             .unwrap(),
     )
@@ -389,6 +404,30 @@ fn a_panicking_handler_is_500_and_the_server_keeps_serving() {
     // And again, to be sure the worker survived more than once.
     assert_eq!(server.post("/$boom", "").status, 500);
     assert_eq!(server.get("/$echo?text=again").json(), echoed("again"));
+}
+
+#[test]
+fn a_handler_that_waits_is_answered_when_it_finishes() {
+    let server = server();
+    // A GET runs to the handler's first wait while the call is made; the rest runs in the
+    // connection's task, which must be woken for both waits.
+    let reply = server.get("/$later?text=get");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), Some(FHIR_JSON));
+    assert_eq!(reply.json(), echoed("later: get"));
+    let reply = server.post(
+        "/$later",
+        &json!({"resourceType": "Parameters", "parameter": [{"name": "text", "valueString": "post"}]}).to_string(),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json(), echoed("later: post"));
+    let reply = server.get("/$boom-later");
+    assert_outcome(&reply, 500, "exception");
+    assert_eq!(
+        reply.json()["issue"][0]["diagnostics"],
+        "operation $boom-later failed unexpectedly; the server logged the details"
+    );
+    assert_eq!(server.get("/$echo?text=after").json(), echoed("after"));
 }
 
 #[test]
