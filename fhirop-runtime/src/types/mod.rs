@@ -305,7 +305,12 @@ fn write_entries<'a>(
             out.extend_from_slice(br#"{"name":"#);
             serde_json::to_writer(&mut *out, name)?;
             match value {
-                ParamValue::Text { text, .. } => {
+                // A string, the commonest result, needs neither the key table nor a `Value`.
+                ParamValue::Text { text, .. }
+                | ParamValue::Value {
+                    fhir_type: Cow::Borrowed("string"),
+                    value: Value::String(text),
+                } => {
                     out.extend_from_slice(br#","valueString":"#);
                     serde_json::to_writer(&mut *out, text)?;
                 }
