@@ -272,21 +272,51 @@ impl BoundParams {
 /// copied as they are, and serde's map and sequence state machine, which cost more than the
 /// rest of a primitive result's response, is not run.
 pub fn parameters_json<'a>(
-    groups: impl Iterator<Item = (&'a str, &'a [ParamValue])>,
+    groups: impl Iterator<Item = (&'a str, &'a [ParamValue])> + Clone,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    // Room for the whole of a primitive result, so a small response allocates once.
-    let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(br#"{"resourceType":"Parameters""#);
-    let before = out.len();
-    out.extend_from_slice(br#","parameter":["#);
+    // Text results are allocated at the size they are written at (unless something in them
+    // is escaped), so the body made from them needs no shrinking: that was a realloc per
+    // response. Anything else gets room for a small result, so it allocates once.
+    let mut out = Vec::with_capacity(text_parameters_len(groups.clone()).unwrap_or(128));
+    out.extend_from_slice(PARAMETERS_OPEN);
     if write_entries(&mut out, groups)? {
         out.push(b']');
     } else {
         // FHIR has no empty arrays: without a value there is no `parameter`.
-        out.truncate(before);
+        out.truncate(PARAMETERS_OPEN.len() - PARAMETER_LIST_OPEN.len());
     }
     out.push(b'}');
     Ok(out)
+}
+
+const PARAMETERS_OPEN: &[u8] = br#"{"resourceType":"Parameters","parameter":["#;
+const PARAMETER_LIST_OPEN: &[u8] = br#","parameter":["#;
+/// An entry of [`write_entries`]'s string arm, without its name and text (a test checks that
+/// the two agree).
+const TEXT_ENTRY: &[u8] = br#"{"name":"","valueString":""}"#;
+
+/// The length of what [`parameters_json`] writes for `groups` when every value is a string
+/// and nothing in them is escaped; `None` when a value is of another kind, or there is none.
+fn text_parameters_len<'a>(groups: impl Iterator<Item = (&'a str, &'a [ParamValue])>) -> Option<usize> {
+    let mut entries = 0;
+    let mut len = PARAMETERS_OPEN.len() + "]}".len();
+    for (name, values) in groups {
+        for value in values {
+            let (ParamValue::Text { text, .. }
+            | ParamValue::Value {
+                fhir_type: Cow::Borrowed("string"),
+                value: Value::String(text),
+            }) = value
+            else {
+                return None;
+            };
+            len += TEXT_ENTRY.len() + name.len() + text.len();
+            entries += 1;
+        }
+    }
+    // An empty `Parameters` is written by truncating the list it opened: not worth sizing.
+    // Otherwise, the commas between entries.
+    (entries > 0).then(|| len + entries - 1)
 }
 
 /// Writes one `parameter` (or `part`) entry per value of `groups`, separated by commas, and
@@ -727,6 +757,33 @@ mod tests {
         assert_eq!(
             BoundParams::new().to_parameters_json().unwrap(),
             br#"{"resourceType":"Parameters"}"#
+        );
+    }
+
+    #[test]
+    fn text_results_are_allocated_at_their_exact_size() {
+        let mut params = BoundParams::new();
+        params.push("return", "Hello, World".to_owned().to_param_value());
+        params.push(
+            "note",
+            ParamValue::Text {
+                text: "ünïcode".into(),
+                modifier: None,
+            },
+        );
+        params.push("return", "again".to_owned().to_param_value());
+        let written = params.to_parameters_json().unwrap();
+        assert_eq!(
+            String::from_utf8(written.clone()).unwrap(),
+            r#"{"resourceType":"Parameters","parameter":[{"name":"return","valueString":"Hello, World"},{"name":"return","valueString":"again"},{"name":"note","valueString":"ünïcode"}]}"#
+        );
+        assert_eq!(written.capacity(), written.len());
+        // Escaped text writes more than was reserved, and is still written whole.
+        let mut escaped = BoundParams::new();
+        escaped.push("return", "a \"b\"".to_owned().to_param_value());
+        assert_eq!(
+            escaped.to_parameters_json().unwrap(),
+            br#"{"resourceType":"Parameters","parameter":[{"name":"return","valueString":"a \"b\""}]}"#
         );
     }
 
