@@ -157,6 +157,12 @@ async fn raw(req: actix_web::HttpRequest, body: RawBody) -> Parameters {
         .add("body", String::from_utf8_lossy(&body.0).into_owned())
 }
 
+/// Echoes the raw request, and may be called with GET.
+#[operation(name = "$raw-read", idempotent = true, manual_request)]
+async fn raw_read(req: actix_web::HttpRequest, body: RawBody) -> Parameters {
+    raw(req, body).await
+}
+
 /// Says hi in plain text.
 #[operation(name = "$text", idempotent = true, manual_response)]
 async fn text() -> actix_web::HttpResponse {
@@ -193,6 +199,7 @@ fn server() -> TestServer {
                 conflict,
                 gone,
                 raw,
+                raw_read,
                 text,
                 accept
             ])
@@ -380,6 +387,19 @@ fn manual_request_binds_and_checks_nothing() {
     let reply = server.get("/$raw");
     assert_eq!(reply.status, 405, "{}", reply.body);
     assert_eq!(reply.header("allow"), Some("POST"));
+}
+
+#[test]
+fn an_idempotent_manual_request_is_called_with_get() {
+    let server = server();
+    assert_ok(
+        &server.get("/$raw-read?x=1"),
+        &json!({"resourceType": "Parameters", "parameter": [
+            {"name": "method", "valueString": "GET"},
+            {"name": "query", "valueString": "x=1"},
+            {"name": "body", "valueString": ""},
+        ]}),
+    );
 }
 
 #[test]

@@ -599,6 +599,11 @@ impl WorkerRoute {
         }
     }
 
+    /// The base URL a call's context reports.
+    fn base_url(&self) -> BaseUrl {
+        BaseUrl::shared(self.public_base_url.clone(), self.base_path.clone())
+    }
+
     /// The registry's current snapshot: the one kept, unless the registry changed since.
     fn snapshot(&self) -> WorkerSnapshot {
         let generation = self.state.registry.generation();
@@ -638,13 +643,24 @@ fn operation_route(request: ServiceRequest, worker: Rc<WorkerRoute>) -> CallFutu
         Ok(prepared) => prepared,
         Err(error) => return respond_now(request.into_parts().0, format.respond_error(&error)),
     };
+    let (request, mut payload) = request.into_parts();
     if operation.manual_request {
         // A handler that reads the request itself may read a GET's body too.
-        return Either::Right(Box::pin(operation_route_with_body(request, worker)));
+        let operation = operation.clone();
+        let payload = web::Payload::from_request(&request, &mut payload).into_inner();
+        return Either::Right(Box::pin(async move {
+            let response = invoke(&request, payload?, &worker, &operation, target, format).await;
+            Ok(ServiceResponse::new(request, response))
+        }));
     }
-    let (request, _) = request.into_parts();
-    let base_url = BaseUrl::shared(worker.public_base_url.clone(), worker.base_path.clone());
-    let started = start(operation, &request, target, base_url, None, worker.state.input_limits);
+    let started = start(
+        operation,
+        &request,
+        target,
+        worker.base_url(),
+        None,
+        worker.state.input_limits,
+    );
     let StartedCall { mut future, context } = match started {
         Ok(started) => started,
         Err(error) => return respond_now(request, format.respond_error(&error)),
@@ -667,20 +683,26 @@ fn respond_now(request: HttpRequest, response: HttpResponse) -> CallFuture {
     Either::Left(ready(Ok(ServiceResponse::new(request, response))))
 }
 
-/// An operation call that reads its body before the handler starts: every method but GET,
-/// and GET calls to operations that read the request themselves.
+/// An operation call by any method but GET: its body is read before the handler starts.
 async fn operation_route_with_body(
     request: ServiceRequest,
     worker: Rc<WorkerRoute>,
 ) -> Result<ServiceResponse, actix_web::Error> {
     let (request, mut payload) = request.into_parts();
     let payload = web::Payload::from_request(&request, &mut payload).into_inner()?;
-    let response = match negotiate(&request) {
-        Err(error) => ResponseFormat::default().respond_error(&error),
-        Ok(format) => match invoke(&request, payload, &worker, format).await {
-            Ok(response) => response,
-            Err(error) => format.respond_error(&error),
-        },
+    let format = match negotiate(&request) {
+        Ok(format) => format,
+        Err(error) => {
+            return Ok(ServiceResponse::new(
+                request,
+                ResponseFormat::default().respond_error(&error),
+            ));
+        }
+    };
+    let snapshot = worker.snapshot();
+    let response = match prepare(&request, &worker, &snapshot) {
+        Ok((operation, target)) => invoke(&request, payload, &worker, operation, target, format).await,
+        Err(error) => format.respond_error(&error),
     };
     Ok(ServiceResponse::new(request, response))
 }
@@ -738,7 +760,7 @@ fn resolve<'s>(
     tenant: &str,
     target: &Target,
     code: &str,
-) -> Result<&'s RegisteredOperation, OperationError> {
+) -> Result<&'s Arc<RegisteredOperation>, OperationError> {
     match snapshot.resolve(tenant, target.level, target.resource_type.as_deref(), code) {
         Resolution::Found(operation) => Ok(operation),
         Resolution::WrongLevel(candidates) => {
@@ -800,25 +822,31 @@ pub async fn read_body(
     Ok(body.freeze())
 }
 
+/// Reads the body of a prepared call, then runs it to its response.
 async fn invoke(
     request: &HttpRequest,
     payload: web::Payload,
     worker: &WorkerRoute,
+    operation: &RegisteredOperation,
+    target: Target,
     format: ResponseFormat,
-) -> Result<HttpResponse, OperationError> {
+) -> HttpResponse {
     let state = &*worker.state;
-    let snapshot = worker.snapshot();
-    let (operation, target) = prepare(request, worker, &snapshot)?;
-    let is_get = request.method() == Method::GET;
-    let body = if is_get && !operation.manual_request {
-        None
-    } else {
-        Some(read_body(request, payload, state.body_limit).await?)
+    let started = match read_body(request, payload, state.body_limit).await {
+        Ok(body) => start(
+            operation,
+            request,
+            target,
+            worker.base_url(),
+            Some(body),
+            state.input_limits,
+        ),
+        Err(error) => Err(error),
     };
-    let base_url = BaseUrl::shared(worker.public_base_url.clone(), worker.base_path.clone());
-    let StartedCall { future, context } = start(operation, request, target, base_url, body, state.input_limits)?;
-    let output = run(future, &operation.definition).await;
-    Ok(finish(format, output, &context))
+    match started {
+        Ok(StartedCall { future, context }) => finish(format, run(future, &operation.definition).await, &context),
+        Err(error) => format.respond_error(&error),
+    }
 }
 
 /// Finds the operation a call names and checks that the caller may invoke it with the
@@ -827,7 +855,7 @@ fn prepare<'s>(
     request: &HttpRequest,
     worker: &WorkerRoute,
     snapshot: &'s Snapshot,
-) -> Result<(&'s RegisteredOperation, Target), OperationError> {
+) -> Result<(&'s Arc<RegisteredOperation>, Target), OperationError> {
     let state = &*worker.state;
     let (target, code) = target(request, state)?;
     let operation = resolve(snapshot, tenant_of(request), &target, code)?;
