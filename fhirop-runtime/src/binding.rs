@@ -3,7 +3,7 @@
 //! Every problem of a request is reported at once, each issue naming its parameter.
 
 use actix_web::http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::definition::{OperationDefinition, ParamDefinition, ParamUse};
 use crate::outcome::{Issue, IssueType, OperationError};
@@ -248,14 +248,15 @@ fn bind_entries(
     rejected: &mut Vec<String>,
 ) {
     for (index, entry) in entries.into_iter().enumerate() {
-        let Value::Object(mut entry) = entry else {
+        let Value::Object(entry) = entry else {
             issues.push(Issue::error(
                 IssueType::Structure,
                 format!("{prefix}parameter[{index}] is not a JSON object"),
             ));
             continue;
         };
-        let Some(Value::String(name)) = entry.remove("name") else {
+        let mut entry = EntryMembers(entry.into_iter().collect());
+        let Some(Value::String(name)) = entry.take("name") else {
             issues.push(Issue::error(
                 IssueType::Required,
                 format!("{prefix}parameter[{index}] has no name"),
@@ -286,7 +287,7 @@ fn bind_entries(
 /// parameter's definition.
 fn entry_value(
     definition: &ParamDefinition,
-    entry: &mut Map<String, Value>,
+    entry: &mut EntryMembers,
     expression: &str,
     issues: &mut Vec<Issue>,
     rejected: &mut Vec<String>,
@@ -294,8 +295,8 @@ fn entry_value(
     let declared = definition.fhir_type.as_deref().unwrap_or_default();
     match definition.kind {
         ParamKind::Tuple => {
-            let Some(Value::Array(part)) = entry.remove("part") else {
-                return Err(format!("expected part[], got {}", member_names(entry)));
+            let Some(Value::Array(part)) = entry.take("part") else {
+                return Err(format!("expected part[], got {}", entry.names()));
             };
             let parts = Inputs {
                 parameters: &definition.parts,
@@ -307,15 +308,12 @@ fn entry_value(
             check_counts(parts, &bound, &prefix, issues, rejected);
             Ok(ParamValue::Parts(bound))
         }
-        ParamKind::Resource => match entry.remove("resource") {
+        ParamKind::Resource => match entry.take("resource") {
             Some(resource) => take_resource(ParamValue::Resource(resource), declared).map(ParamValue::Resource),
-            None => Err(format!(
-                "expected a resource of type {declared}, got {}",
-                member_names(entry)
-            )),
+            None => Err(format!("expected a resource of type {declared}, got {}", entry.names())),
         },
         ParamKind::Search => {
-            let (_, value) = take_value_member(entry)?;
+            let (_, value) = entry.take_value_member()?;
             let text = match value {
                 Value::String(text) => text,
                 other => return Err(format!("expected a search value as valueString, got {other}")),
@@ -324,7 +322,7 @@ fn entry_value(
             Ok(ParamValue::Text { text, modifier: None })
         }
         ParamKind::Primitive | ParamKind::Complex => {
-            let (member, value) = take_value_member(entry)?;
+            let (member, value) = entry.take_value_member()?;
             let expected_member = value_member(declared);
             if member != expected_member {
                 return Err(format!("expected {expected_member}, got {member}"));
@@ -344,21 +342,30 @@ fn entry_value(
     }
 }
 
-fn take_value_member(entry: &mut Map<String, Value>) -> Result<(String, Value), String> {
-    let member = entry
-        .keys()
-        .find(|key| key.starts_with("value"))
-        .cloned()
-        .ok_or_else(|| format!("expected a value[x], got {}", member_names(entry)))?;
-    let value = entry.remove(&member).unwrap_or(Value::Null);
-    Ok((member, value))
-}
+/// The members of one `Parameters.parameter` entry, in their order. A few members are
+/// searched by comparing their names: removing them from the parsed map would hash each name
+/// and shift the map's index on every removal.
+struct EntryMembers(Vec<(String, Value)>);
 
-fn member_names(entry: &Map<String, Value>) -> String {
-    let names: Vec<&str> = entry.keys().map(String::as_str).collect();
-    if names.is_empty() {
-        "no value".into()
-    } else {
+impl EntryMembers {
+    fn take(&mut self, key: &str) -> Option<Value> {
+        let index = self.0.iter().position(|(name, _)| name == key)?;
+        Some(self.0.remove(index).1)
+    }
+
+    fn take_value_member(&mut self) -> Result<(String, Value), String> {
+        match self.0.iter().position(|(name, _)| name.starts_with("value")) {
+            Some(index) => Ok(self.0.remove(index)),
+            None => Err(format!("expected a value[x], got {}", self.names())),
+        }
+    }
+
+    /// The member names, for error messages.
+    fn names(&self) -> String {
+        if self.0.is_empty() {
+            return "no value".into();
+        }
+        let names: Vec<&str> = self.0.iter().map(|(name, _)| name.as_str()).collect();
         names.join(", ")
     }
 }
@@ -518,6 +525,28 @@ mod tests {
                 "expected valueDate, got valueString",
                 "a FHIR unsignedInt is a bare JSON number, got \"1\""
             ]
+        );
+    }
+
+    #[test]
+    fn an_entry_without_its_value_names_what_it_has_in_order() {
+        let definition = definition();
+        let mut binder = Binder::new(&definition);
+        binder
+            .add_parameters(json!({"resourceType": "Parameters", "parameter": [
+                {"id": "a", "name": "start", "extension": [], "modifierExtension": []},
+            ]}))
+            .unwrap();
+        let error = binder.finish().unwrap_err();
+        let diagnostics: Vec<_> = error
+            .outcome
+            .issues
+            .iter()
+            .filter_map(|issue| issue.diagnostics.clone())
+            .collect();
+        assert_eq!(
+            diagnostics,
+            ["expected a value[x], got id, extension, modifierExtension"]
         );
     }
 
