@@ -623,17 +623,15 @@ type CallFuture = Either<
 
 /// An operation call, from the request to the response.
 ///
-/// A GET call runs synchronously up to its handler's first poll, and most native handlers
-/// finish in that poll: the call then needs no future of its own. As an async fn, this
-/// route's state machine was the largest block of code a `$hello` call ran (108 of its 1,141
-/// cache lines, more than the CPU's 64 KiB instruction cache holds); it also stored every
-/// local that lives across an await in a state allocated per call. A call with a body to
-/// read, or whose handler waits, goes on in a boxed future, which actix polls at once with
-/// the task's waker: a wake-up asked for during the first poll is not lost.
+/// Finding the operation and checking the caller and the method needs nothing awaited, so
+/// every call does it here. A GET call then runs synchronously up to its handler's first
+/// poll, and most native handlers finish in that poll: the call needs no future of its own.
+/// As an async fn, this route's state machine was the largest block of code a `$hello` call
+/// ran (108 of its 1,141 cache lines, more than the CPU's 64 KiB instruction cache holds); it
+/// also stored every local that lives across an await in a state allocated per call. A call
+/// with a body to read, or whose handler waits, goes on in one boxed future, which actix polls
+/// at once with the task's waker: a wake-up asked for during the first poll is not lost.
 fn operation_route(request: ServiceRequest, worker: Rc<WorkerRoute>) -> CallFuture {
-    if request.method() != Method::GET {
-        return Either::Right(Box::pin(operation_route_with_body(request, worker)));
-    }
     let format = match negotiate(request.request()) {
         Ok(format) => format,
         Err(error) => return respond_now(request.into_parts().0, ResponseFormat::default().respond_error(&error)),
@@ -644,8 +642,8 @@ fn operation_route(request: ServiceRequest, worker: Rc<WorkerRoute>) -> CallFutu
         Err(error) => return respond_now(request.into_parts().0, format.respond_error(&error)),
     };
     let (request, mut payload) = request.into_parts();
-    if operation.manual_request {
-        // A handler that reads the request itself may read a GET's body too.
+    // A handler that reads the request itself may read a GET's body too.
+    if request.method() != Method::GET || operation.manual_request {
         let operation = operation.clone();
         let payload = web::Payload::from_request(&request, &mut payload).into_inner();
         return Either::Right(Box::pin(async move {
@@ -681,30 +679,6 @@ fn operation_route(request: ServiceRequest, worker: Rc<WorkerRoute>) -> CallFutu
 
 fn respond_now(request: HttpRequest, response: HttpResponse) -> CallFuture {
     Either::Left(ready(Ok(ServiceResponse::new(request, response))))
-}
-
-/// An operation call by any method but GET: its body is read before the handler starts.
-async fn operation_route_with_body(
-    request: ServiceRequest,
-    worker: Rc<WorkerRoute>,
-) -> Result<ServiceResponse, actix_web::Error> {
-    let (request, mut payload) = request.into_parts();
-    let payload = web::Payload::from_request(&request, &mut payload).into_inner()?;
-    let format = match negotiate(&request) {
-        Ok(format) => format,
-        Err(error) => {
-            return Ok(ServiceResponse::new(
-                request,
-                ResponseFormat::default().respond_error(&error),
-            ));
-        }
-    };
-    let snapshot = worker.snapshot();
-    let response = match prepare(&request, &worker, &snapshot) {
-        Ok((operation, target)) => invoke(&request, payload, &worker, operation, target, format).await,
-        Err(error) => format.respond_error(&error),
-    };
-    Ok(ServiceResponse::new(request, response))
 }
 
 /// Reads the target and the code (without `$`) of an operation call from its path.
@@ -810,14 +784,28 @@ pub async fn read_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|error| OperationError::invalid(format!("the request body could not be read: {error}")))?;
+    let unreadable = |error| OperationError::invalid(format!("the request body could not be read: {error}"));
+    // A small body arrives as one chunk, which is kept as it is rather than copied.
+    let first = match payload.next().await {
+        None => return Ok(Bytes::new()),
+        Some(chunk) => chunk.map_err(unreadable)?,
+    };
+    if first.len() > limit {
+        return Err(too_large());
+    }
+    let Some(second) = payload.next().await else {
+        return Ok(first);
+    };
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).max(first.len()));
+    body.extend_from_slice(&first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        let chunk = chunk.map_err(unreadable)?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
+        next = payload.next().await;
     }
     Ok(body.freeze())
 }
