@@ -198,6 +198,10 @@ fn a_chunked_body_is_read_and_limited_too() {
     let response = chunked_post(&server, &[head.to_owned(), tail.to_owned()]);
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
     assert!(response.contains(r#""code":"too-long""#), "{response}");
+    // One chunk over the limit on its own.
+    let response = chunked_post(&server, &[body]);
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains(r#""code":"too-long""#), "{response}");
 }
 
 #[test]

@@ -13,8 +13,8 @@ use actix_web::dev::{AppService, HttpServiceFactory, ResourceDef, ServiceRequest
 use actix_web::http::{Method, header};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, Scope, guard, web};
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use futures_util::future::{Either, LocalBoxFuture};
-use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 
 use crate::binding::Binder;
@@ -953,15 +953,18 @@ fn start(
     }
 }
 
-/// Awaits a started handler; a panic becomes a 500.
-async fn run(
-    future: LocalBoxFuture<'static, Result<OperationOutput, OperationError>>,
-    definition: &OperationDefinition,
-) -> Result<OperationOutput, OperationError> {
-    match AssertUnwindSafe(future).catch_unwind().await {
-        Ok(output) => output,
-        Err(panic) => Err(handler_panicked(definition, panic)),
-    }
+/// Awaits a started handler; a panic becomes a 500. A plain poll function rather than an
+/// async fn: its awaiting adds no state machine of its own to the call's future.
+fn run<'d>(
+    mut future: LocalBoxFuture<'static, Result<OperationOutput, OperationError>>,
+    definition: &'d OperationDefinition,
+) -> impl Future<Output = Result<OperationOutput, OperationError>> + 'd {
+    std::future::poll_fn(move |context| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(context))) {
+            Ok(poll) => poll,
+            Err(panic) => Poll::Ready(Err(handler_panicked(definition, panic))),
+        }
+    })
 }
 
 /// Logs a handler's panic, and answers it with a 500 that does not reveal it.
