@@ -3,7 +3,7 @@
 //! Every problem of a request is reported at once, each issue naming its parameter.
 
 use actix_web::http::StatusCode;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::definition::{OperationDefinition, ParamDefinition, ParamUse};
 use crate::outcome::{Issue, IssueType, OperationError};
@@ -255,7 +255,7 @@ fn bind_entries(
             ));
             continue;
         };
-        let mut entry = EntryMembers(entry.into_iter().collect());
+        let mut entry = EntryMembers(entry);
         let Some(Value::String(name)) = entry.take("name") else {
             issues.push(Issue::error(
                 IssueType::Required,
@@ -342,31 +342,40 @@ fn entry_value(
     }
 }
 
-/// The members of one `Parameters.parameter` entry, in their order. A few members are
-/// searched by comparing their names: removing them from the parsed map would hash each name
-/// and shift the map's index on every removal.
-struct EntryMembers(Vec<(String, Value)>);
+/// The members of one `Parameters.parameter` entry. A member is taken by comparing names and
+/// leaving `null` in its place: removing it from the parsed map would hash its name and
+/// shift the map's index, and moving the members out into a list of their own would copy
+/// each. Errors list the members after `name` has been taken, and only then.
+struct EntryMembers(Map<String, Value>);
 
 impl EntryMembers {
     fn take(&mut self, key: &str) -> Option<Value> {
-        let index = self.0.iter().position(|(name, _)| name == key)?;
-        Some(self.0.remove(index).1)
+        self.0
+            .iter_mut()
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| value.take())
     }
 
     fn take_value_member(&mut self) -> Result<(String, Value), String> {
-        match self.0.iter().position(|(name, _)| name.starts_with("value")) {
-            Some(index) => Ok(self.0.remove(index)),
+        match self.0.iter_mut().find(|(name, _)| name.starts_with("value")) {
+            Some((name, value)) => Ok((name.clone(), value.take())),
             None => Err(format!("expected a value[x], got {}", self.names())),
         }
     }
 
-    /// The member names, for error messages.
+    /// The member names but `name`, for error messages.
     fn names(&self) -> String {
-        if self.0.is_empty() {
-            return "no value".into();
+        let names: Vec<&str> = self
+            .0
+            .keys()
+            .map(String::as_str)
+            .filter(|name| *name != "name")
+            .collect();
+        if names.is_empty() {
+            "no value".into()
+        } else {
+            names.join(", ")
         }
-        let names: Vec<&str> = self.0.iter().map(|(name, _)| name.as_str()).collect();
-        names.join(", ")
     }
 }
 
