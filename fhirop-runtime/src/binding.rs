@@ -138,7 +138,16 @@ impl<'d> Binder<'d> {
 
     /// Adds the entries of a `Parameters` resource.
     pub fn add_parameters(&mut self, mut parameters: Value) -> Result<(), OperationError> {
-        let entries = match parameters.get_mut("parameter").map(Value::take) {
+        // Found by comparing names, as `resource_type_of` finds resourceType: a Parameters has
+        // few members, and hashing the name cost more.
+        let parameter = match &mut parameters {
+            Value::Object(members) => members
+                .iter_mut()
+                .find(|(name, _)| *name == "parameter")
+                .map(|(_, value)| value.take()),
+            _ => None,
+        };
+        let entries = match parameter {
             None => Vec::new(),
             Some(Value::Array(entries)) => entries,
             Some(_) => {

@@ -30,6 +30,7 @@ use crate::output::OperationOutput;
 use crate::registry::{CachedStatement, OperationRegistry, RegisteredOperation, RegistryError, Resolution, Snapshot};
 use crate::resource_types::r4_resource_type;
 use crate::types::lexical::is_id;
+use crate::types::resource::resource_type_of;
 
 pub use actix_web::http::StatusCode;
 
@@ -923,13 +924,10 @@ fn start(
         if let Some(body) = body.as_ref().filter(|body| !body.is_empty()) {
             check_content_type(request)?;
             let json = parse_json_object_within(body, limits.max_json_depth)?;
-            if json.get("resourceType").and_then(Value::as_str) == Some("Parameters") {
+            if resource_type_of(&json) == Some("Parameters") {
                 binder.add_parameters(json)?;
             } else if let Err(json) = binder.add_bare_resource(json) {
-                let given = json
-                    .get("resourceType")
-                    .and_then(Value::as_str)
-                    .unwrap_or("a JSON object without resourceType");
+                let given = resource_type_of(&json).unwrap_or("a JSON object without resourceType");
                 return Err(OperationError::new(
                     StatusCode::BAD_REQUEST,
                     IssueType::Invalid,

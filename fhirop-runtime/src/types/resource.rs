@@ -10,9 +10,14 @@ use crate::definition::ParamDefinition;
 use crate::outcome::{OperationError, OperationOutcome};
 use crate::output::{IntoOperationOutput, OperationOutput, return_resource};
 
-/// The `resourceType` of a JSON resource.
+/// The `resourceType` of a JSON resource. FHIR JSON writes it first, so the members are
+/// compared in order rather than the name hashed for a lookup, which cost more on every call.
 pub fn resource_type_of(resource: &Value) -> Option<&str> {
-    resource.get("resourceType").and_then(Value::as_str)
+    resource
+        .as_object()?
+        .iter()
+        .find(|(name, _)| *name == "resourceType")
+        .and_then(|(_, value)| value.as_str())
 }
 
 /// Takes the resource out of a `resource` occurrence, checking its type when `expected` names
