@@ -10,8 +10,9 @@ use crate::definition::ParamDefinition;
 use crate::outcome::{OperationError, OperationOutcome};
 use crate::output::{IntoOperationOutput, OperationOutput, return_resource};
 
-/// The `resourceType` of a JSON resource. FHIR JSON writes it first, so the members are
-/// compared in order rather than the name hashed for a lookup, which cost more on every call.
+/// The `resourceType` of a JSON resource. The members are compared in order rather than the
+/// name hashed for a lookup: the spec's JSON format puts resourceType first, where the first
+/// comparison finds it, and any other place is still found.
 pub fn resource_type_of(resource: &Value) -> Option<&str> {
     resource
         .as_object()?
