@@ -461,6 +461,15 @@ mod tests {
             .build()
     }
 
+    fn diagnostics(error: OperationError) -> Vec<String> {
+        error
+            .outcome
+            .issues
+            .into_iter()
+            .filter_map(|issue| issue.diagnostics)
+            .collect()
+    }
+
     fn codes(error: OperationError) -> Vec<(String, Vec<String>)> {
         error
             .outcome
@@ -530,15 +539,8 @@ mod tests {
                 {"name": "count", "valueUnsignedInt": "1"},
             ]}))
             .unwrap();
-        let error = binder.finish().unwrap_err();
-        let diagnostics: Vec<_> = error
-            .outcome
-            .issues
-            .iter()
-            .filter_map(|issue| issue.diagnostics.clone())
-            .collect();
         assert_eq!(
-            diagnostics,
+            diagnostics(binder.finish().unwrap_err()),
             [
                 "expected valueDate, got valueString",
                 "a FHIR unsignedInt is a bare JSON number, got \"1\""
@@ -555,15 +557,8 @@ mod tests {
                 {"id": "a", "name": "start", "extension": [], "modifierExtension": []},
             ]}))
             .unwrap();
-        let error = binder.finish().unwrap_err();
-        let diagnostics: Vec<_> = error
-            .outcome
-            .issues
-            .iter()
-            .filter_map(|issue| issue.diagnostics.clone())
-            .collect();
         assert_eq!(
-            diagnostics,
+            diagnostics(binder.finish().unwrap_err()),
             ["expected a value[x], got id, extension, modifierExtension"]
         );
     }
