@@ -189,7 +189,8 @@ impl From<StoreError> for OperationError {
     }
 }
 
-/// A tenant's resources. Every method is async and never blocks the caller's thread.
+/// A tenant's resources. Every method is async and never blocks the caller's thread, except
+/// those named `_blocking`, for callers on threads of their own.
 pub trait ResourceStore: Send + Sync + 'static {
     /// The current version of a resource.
     fn read<'a>(
@@ -237,6 +238,18 @@ pub trait ResourceStore: Send + Sync + 'static {
                 .collect();
             Ok(crate::format::json_text(&Value::Array(resources)))
         })
+    }
+
+    /// [`search_resources_json`](Self::search_resources_json) run on the calling thread, which
+    /// it blocks until the page is read; `None` where the store has no such way. For callers
+    /// that would otherwise block their thread waiting (a Bot worker): a store that runs its
+    /// queries on a thread of its own can spare them the hand-off there and back.
+    fn search_resources_json_blocking(
+        &self,
+        _tenant: &str,
+        _query: &SearchQuery,
+    ) -> Option<Result<String, StoreError>> {
+        None
     }
 
     /// Every current resource that references `target_type/target_id` through one of the

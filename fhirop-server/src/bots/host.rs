@@ -128,11 +128,15 @@ impl StoreHost {
         }
         let value = match method {
             // searchResources and searchOne keep only the resources, and hand the stored texts
-            // on as they are: no Bundle, and no resource parsed and serialized on the way.
+            // on as they are: no Bundle, and no resource parsed and serialized on the way. This
+            // worker waits for the page either way, so the store may read it on this thread.
             "search-resources" => {
                 let resource_type = text(0)?;
                 let pairs = owned_query_pairs(text(1)?.as_bytes());
                 let query = search_query(&resource_type, pairs, false)?;
+                if let Some(found) = store.search_resources_json_blocking(tenant, &query) {
+                    return Ok(found?);
+                }
                 return Ok(store.search_resources_json(tenant, &query).await?);
             }
             "read" => read(store, tenant, &text(0)?, &text(1)?).await,

@@ -3,6 +3,7 @@
 
 mod body;
 mod connections;
+mod direct;
 pub mod observed;
 pub mod search;
 pub mod search_parameters;

@@ -86,6 +86,10 @@ impl ResourceStore for ObservedStore {
         self.inner.search_resources_json(tenant, query)
     }
 
+    fn search_resources_json_blocking(&self, tenant: &str, query: &SearchQuery) -> Option<Result<String, StoreError>> {
+        self.inner.search_resources_json_blocking(tenant, query)
+    }
+
     fn referencing<'a>(
         &'a self,
         tenant: &'a str,

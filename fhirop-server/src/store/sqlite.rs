@@ -1,6 +1,7 @@
 //! The SQLite resource store: one file in the data directory (WAL, fsync on every commit),
 //! or a throw-away in-memory database. sqlx keeps it async, and the same queries would run on
-//! PostgreSQL behind the same trait.
+//! PostgreSQL behind the same trait. A search for a caller whose thread may block (a Bot
+//! worker) runs the same statements on that thread instead ([`Reads`], `direct.rs`).
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,6 +19,7 @@ use sqlx::{AssertSqlSafe, Connection as _, Row, SqliteConnection};
 
 use super::body;
 use super::connections::{Connections, Lease};
+use super::direct::{Database, DirectReaders, direct_error};
 use super::search::{
     CompiledSearch, IndexForm, IndexValue, SqlValue, WALK_ORDER, compile, index_table, index_values,
     index_values_of_json, params_of,
@@ -265,6 +267,8 @@ async fn begin_writing(connection: &mut SqliteConnection) -> Result<sqlx::Transa
 #[derive(Debug)]
 pub struct SqliteStore {
     connections: Connections,
+    /// Reads for callers that may block their thread ([`ResourceStore::search_resources_json_blocking`]).
+    direct: DirectReaders,
     /// One writer at a time: SQLite allows one anyway, and waiting here is cheaper than
     /// retrying a busy transaction.
     writer: tokio::sync::Mutex<()>,
@@ -277,24 +281,15 @@ impl SqliteStore {
         self.connections.acquire().await.map_err(database_error)
     }
 
-    /// Runs a `SELECT COUNT(...) AS total` statement.
-    async fn count(&self, sql: String, values: &[SqlValue]) -> Result<u64, StoreError> {
-        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
-            .fetch_one(&mut *self.lease().await?)
-            .await
-            .map_err(database_error)?;
-        Ok(row.try_get::<i64, _>("total").map_err(database_error)? as u64)
-    }
-
     /// Whether the first index condition has at least [`LONG_ID_LIST`] index rows.
     async fn has_long_id_list(
-        &self,
+        reads: &mut impl Reads,
         tenant: &str,
         resource_type: &str,
         compiled: &CompiledSearch,
     ) -> Result<bool, StoreError> {
         match compiled.has_index_rows(tenant, resource_type, LONG_ID_LIST) {
-            Some((exists, values)) => Ok(self.count(format!("SELECT {exists} AS total"), &values).await? > 0),
+            Some((exists, values)) => Ok(reads.integer(format!("SELECT {exists}"), &values).await? > 0),
             None => Ok(false),
         }
     }
@@ -310,6 +305,7 @@ impl SqliteStore {
     /// rows are not counted again for every page.
     async fn page<B: StoredBody>(
         &self,
+        reads: &mut impl Reads,
         tenant: &str,
         query: &SearchQuery,
         compiled: &CompiledSearch,
@@ -329,11 +325,11 @@ impl SqliteStore {
             let walk = match (total, known) {
                 (Some(total), _) => total >= LONG_ID_LIST as u64,
                 (None, Some(plan)) => plan == PagePlan::Walk,
-                (None, None) => self.has_long_id_list(tenant, resource_type, compiled).await?,
+                (None, None) => SqliteStore::has_long_id_list(reads, tenant, resource_type, compiled).await?,
             };
             let mut page = None;
             if walk {
-                let walked = self.fetch_page(&filter, &values, PageOrder::Walked, query).await?;
+                let walked = SqliteStore::fetch_page(reads, &filter, &values, PageOrder::Walked, query).await?;
                 if walked.len() > query.count {
                     page = Some(walked);
                 }
@@ -358,13 +354,13 @@ impl SqliteStore {
             Some(SortOrder::Descending) => PageOrder::Newest,
             _ => PageOrder::Oldest,
         };
-        self.fetch_page(&filter, &values, order, query).await
+        SqliteStore::fetch_page(reads, &filter, &values, order, query).await
     }
 
     /// The resources of `filter` (`FROM ... r WHERE ...`) in `order`, from the
     /// query's offset, one more than its count.
     async fn fetch_page<B: StoredBody>(
-        &self,
+        reads: &mut impl Reads,
         filter: &str,
         values: &[SqlValue],
         order: PageOrder,
@@ -383,7 +379,7 @@ impl SqliteStore {
             query.count + 1,
             query.offset
         );
-        let mut rows = self.fetch_stored(&select, values).await?;
+        let mut rows = SqliteStore::fetch_stored(reads, select, values).await?;
         rows.sort_by(|a, b| {
             let by_time = a.last_updated_ms.cmp(&b.last_updated_ms);
             match order {
@@ -406,23 +402,23 @@ impl SqliteStore {
     /// end; one read as text is never parsed at all. The text holds the frames' bytes as they
     /// are, so it is read as bytes. SQLite's `group_concat` keeps no order, so callers sort.
     async fn fetch_stored<B: StoredBody>(
-        &self,
-        select: &str,
+        reads: &mut impl Reads,
+        select: String,
         values: &[SqlValue],
     ) -> Result<Vec<FetchedRow<B>>, StoreError> {
         let sql = format!(
             "SELECT COALESCE(group_concat(json_array(resource_type, id, version, last_updated, last_updated_ms, tag, \
-             octet_length(body)) || COALESCE(body, ''), ''), '') AS rows FROM ({select})"
+             octet_length(body)) || COALESCE(body, ''), ''), '') FROM ({select})"
         );
-        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
-            .fetch_one(&mut *self.lease().await?)
-            .await
-            .map_err(database_error)?;
-        let text: Vec<u8> = row.try_get("rows").map_err(database_error)?;
+        reads.bytes(sql, values, SqliteStore::parse_rows).await
+    }
+
+    /// The rows of [`SqliteStore::fetch_stored`]'s text.
+    fn parse_rows<B: StoredBody>(text: &[u8]) -> Result<Vec<FetchedRow<B>>, StoreError> {
         let unreadable = |what: &str| StoreError::Database(format!("a page of stored resources is unreadable: {what}"));
         type Columns = (String, String, u64, String, i64, Option<String>, Option<usize>);
         let mut rows = Vec::new();
-        let mut rest = text.as_slice();
+        let mut rest = text;
         while !rest.is_empty() {
             let mut columns = serde_json::Deserializer::from_slice(rest).into_iter::<Columns>();
             let (resource_type, id, version_id, last_updated, last_updated_ms, tag, length) = columns
@@ -452,7 +448,12 @@ impl SqliteStore {
     }
 
     /// A search: its page (bodies read as `B`), the total when asked for, and whether more follow.
-    async fn find<B: StoredBody>(&self, tenant: &str, query: &SearchQuery) -> Result<FoundPage<B>, StoreError> {
+    async fn find<B: StoredBody>(
+        &self,
+        reads: &mut impl Reads,
+        tenant: &str,
+        query: &SearchQuery,
+    ) -> Result<FoundPage<B>, StoreError> {
         let compiled = compile(&query.resource_type, &query.params, query.strict).map_err(StoreError::Invalid)?;
         let resource_type = query.resource_type.as_str();
         let total = if query.want_total || query.count_only {
@@ -460,7 +461,7 @@ impl SqliteStore {
                 let (filter, values) = compiled.filter(tenant, resource_type, IndexForm::IdList);
                 (format!("SELECT COUNT(*) AS total {filter}"), values)
             });
-            Some(self.count(sql, &values).await?)
+            Some(reads.integer(sql, &values).await? as u64)
         } else {
             None
         };
@@ -472,7 +473,7 @@ impl SqliteStore {
                 used_params: compiled.used,
             });
         }
-        let mut rows = self.page(tenant, query, &compiled, total).await?;
+        let mut rows = self.page(reads, tenant, query, &compiled, total).await?;
         let has_more = rows.len() > query.count;
         rows.truncate(query.count);
         Ok(FoundPage {
@@ -494,7 +495,7 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(10));
         // Readers run beside the one writer (WAL).
         let connections = Connections::open(&options, 4).await.map_err(database_error)?;
-        SqliteStore::with_connections(connections).await
+        SqliteStore::with_connections(connections, Database::File(path.to_owned())).await
     }
 
     /// A throw-away in-memory database (`--memory`).
@@ -504,27 +505,30 @@ impl SqliteStore {
     /// (`pcache1TruncateUnsafe`: a third of the SQLite thread's time under the benchmark's W3),
     /// so commits got slower as the database grew. memdb keeps the pages in one buffer behind
     /// an ordinary, bounded page cache.
+    ///
+    /// The name starts with `/`, which makes it one database for every connection of this
+    /// process that opens the name (the direct readers do), kept while one is open. Each store
+    /// has a name of its own.
     pub async fn in_memory() -> Result<SqliteStore, StoreError> {
+        let name = format!("/fhirop-{}", uuid::Uuid::new_v4());
         let options = SqliteConnectOptions::new()
-            // A name without a leading `/` is a database of this connection's own, which no
-            // other connection sees and which needs no mutex around every page it reads.
-            .filename("fhirop")
+            .filename(&name)
             .vfs("memdb")
             .create_if_missing(true)
             // Nothing outlives the process: the rollback journal stays in memory, and nothing
             // is synced.
             .journal_mode(SqliteJournalMode::Memory)
             .synchronous(SqliteSynchronous::Off);
-        // One connection: the database is that connection's own.
+        // One sqlx connection: memdb has no WAL, so a second writer would only wait.
         let connections = Connections::open(&options, 1).await.map_err(database_error)?;
         {
             let mut connection = connections.acquire().await.map_err(database_error)?;
             memdb_size_limit(&mut connection, Some(i64::MAX)).await?;
         }
-        SqliteStore::with_connections(connections).await
+        SqliteStore::with_connections(connections, Database::Memory(name)).await
     }
 
-    async fn with_connections(connections: Connections) -> Result<SqliteStore, StoreError> {
+    async fn with_connections(connections: Connections, database: Database) -> Result<SqliteStore, StoreError> {
         {
             let mut connection = connections.acquire().await.map_err(database_error)?;
             SqliteStore::key_current_versions(&mut connection).await?;
@@ -537,6 +541,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             connections,
+            direct: DirectReaders::new(database),
             writer: tokio::sync::Mutex::new(()),
             page_plans: PagePlans::default(),
         })
@@ -582,6 +587,96 @@ fn row_to_stored(row: &sqlx::sqlite::SqliteRow) -> Result<StoredResource, StoreE
         last_updated: row.try_get("last_updated").map_err(database_error)?,
         resource,
     })
+}
+
+/// Where a search's statements run: each selects one value in one row.
+trait Reads {
+    /// The integer `sql` selects.
+    async fn integer(&mut self, sql: String, values: &[SqlValue]) -> Result<i64, StoreError>;
+
+    /// What `read` makes of the text or bytes `sql` selects (NULL reads as empty).
+    async fn bytes<T>(
+        &mut self,
+        sql: String,
+        values: &[SqlValue],
+        read: impl FnOnce(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>;
+}
+
+/// Through sqlx, on a connection leased for each statement: never blocks the caller.
+struct Leased<'s>(&'s SqliteStore);
+
+impl Reads for Leased<'_> {
+    async fn integer(&mut self, sql: String, values: &[SqlValue]) -> Result<i64, StoreError> {
+        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
+            .fetch_one(&mut *self.0.lease().await?)
+            .await
+            .map_err(database_error)?;
+        row.try_get(0).map_err(database_error)
+    }
+
+    async fn bytes<T>(
+        &mut self,
+        sql: String,
+        values: &[SqlValue],
+        read: impl FnOnce(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
+            .fetch_one(&mut *self.0.lease().await?)
+            .await
+            .map_err(database_error)?;
+        read(row.try_get::<&[u8], _>(0).map_err(database_error)?)
+    }
+}
+
+/// On the calling thread, through one of the store's direct connections: blocks the caller
+/// for the statement, and its futures never wait.
+struct OnThisThread<'c>(&'c rusqlite::Connection);
+
+impl Reads for OnThisThread<'_> {
+    async fn integer(&mut self, sql: String, values: &[SqlValue]) -> Result<i64, StoreError> {
+        self.0
+            .prepare_cached(&sql)
+            .and_then(|mut statement| statement.query_row(rusqlite::params_from_iter(values), |row| row.get(0)))
+            .map_err(direct_error)
+    }
+
+    async fn bytes<T>(
+        &mut self,
+        sql: String,
+        values: &[SqlValue],
+        read: impl FnOnce(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut statement = self.0.prepare_cached(&sql).map_err(direct_error)?;
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(values))
+            .map_err(direct_error)?;
+        let row = rows
+            .next()
+            .map_err(direct_error)?
+            .ok_or_else(|| StoreError::Database("a query that selects one row selected none".to_owned()))?;
+        match row.get_ref(0).map_err(direct_error)? {
+            rusqlite::types::ValueRef::Text(bytes) | rusqlite::types::ValueRef::Blob(bytes) => read(bytes),
+            rusqlite::types::ValueRef::Null => read(&[]),
+            other => Err(StoreError::Database(format!(
+                "a query that selects text selected {:?}",
+                other.data_type()
+            ))),
+        }
+    }
+}
+
+/// The bodies of `rows` (JSON texts) as one JSON array.
+fn json_array_of(rows: &[FetchedRow<String>]) -> String {
+    let mut text = String::from("[");
+    for body in rows.iter().filter_map(|row| row.body.as_deref()) {
+        if text.len() > 1 {
+            text.push(',');
+        }
+        text.push_str(body);
+    }
+    text.push(']');
+    text
 }
 
 fn read_result(stored: Option<StoredResource>) -> ReadResult {
@@ -1132,7 +1227,7 @@ impl ResourceStore for SqliteStore {
         query: &'a SearchQuery,
     ) -> BoxFuture<'a, Result<SearchResult, StoreError>> {
         Box::pin(async move {
-            let found = self.find::<Value>(tenant, query).await?;
+            let found = self.find::<Value>(&mut Leased(self), tenant, query).await?;
             Ok(SearchResult {
                 resources: found.rows.into_iter().map(FetchedRow::into_stored).collect(),
                 total: found.total,
@@ -1148,17 +1243,23 @@ impl ResourceStore for SqliteStore {
         query: &'a SearchQuery,
     ) -> BoxFuture<'a, Result<String, StoreError>> {
         Box::pin(async move {
-            let found = self.find::<String>(tenant, query).await?;
-            let mut text = String::from("[");
-            for body in found.rows.iter().filter_map(|row| row.body.as_deref()) {
-                if text.len() > 1 {
-                    text.push(',');
-                }
-                text.push_str(body);
-            }
-            text.push(']');
-            Ok(text)
+            let found = self.find::<String>(&mut Leased(self), tenant, query).await?;
+            Ok(json_array_of(&found.rows))
         })
+    }
+
+    fn search_resources_json_blocking(&self, tenant: &str, query: &SearchQuery) -> Option<Result<String, StoreError>> {
+        Some(self.direct.with(|connection| {
+            let mut reads = OnThisThread(connection);
+            // Nothing in a direct read waits: its future is ready at the first poll.
+            let found = futures_util::FutureExt::now_or_never(self.find::<String>(&mut reads, tenant, query))
+                .unwrap_or_else(|| {
+                    Err(StoreError::Database(
+                        "a direct read waited, which it never does".to_owned(),
+                    ))
+                })?;
+            Ok(json_array_of(&found.rows))
+        }))
     }
 
     fn referencing<'a>(
@@ -1182,7 +1283,7 @@ impl ResourceStore for SqliteStore {
                 SqlValue::Text(target_id.to_owned()),
                 SqlValue::Text(target_type.to_owned()),
             ];
-            let mut rows = self.fetch_stored::<Value>(&select, &values).await?;
+            let mut rows = SqliteStore::fetch_stored::<Value>(&mut Leased(self), select, &values).await?;
             rows.sort_by(|a, b| {
                 (&a.resource_type, a.last_updated_ms, &a.id).cmp(&(&b.resource_type, b.last_updated_ms, &b.id))
             });
@@ -1407,6 +1508,15 @@ mod tests {
         let kept = |store| page_of(store, &[("family", "kept")], (0, 10), true);
         assert_eq!(kept(&first).await, (expected(0..3), Some(3), false));
         assert_eq!(kept(&second).await, (Vec::new(), Some(0), false));
+        // The connections reading on the calling thread open their own store's database.
+        let read_here = |store: &SqliteStore| {
+            let text = store
+                .search_resources_json_blocking("t", &search("kept"))
+                .unwrap()
+                .unwrap();
+            serde_json::from_str::<Vec<Value>>(&text).unwrap().len()
+        };
+        assert_eq!((read_here(&first), read_here(&second)), (3, 0));
         for store in [&first, &second] {
             let mut connection = store.lease().await.unwrap();
             // memdb's own limit is 1 GiB.
@@ -1449,8 +1559,16 @@ mod tests {
     #[tokio::test]
     async fn resources_as_json_are_the_page_search_finds_in_its_order() {
         let store = SqliteStore::in_memory().await.unwrap();
+        pages_as_json_are_the_pages_search_finds(&store).await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("fhirop.db")).await.unwrap();
+        pages_as_json_are_the_pages_search_finds(&store).await;
+    }
+
+    /// Asynchronous and on the calling thread alike.
+    async fn pages_as_json_are_the_pages_search_finds(store: &SqliteStore) {
         // Walked (300 of 600 match) and listed (a short id list) pages alike.
-        patients(&store, 600, |index| if index % 2 == 0 { "Even" } else { "Odd" }).await;
+        patients(store, 600, |index| if index % 2 == 0 { "Even" } else { "Odd" }).await;
         store
             .transaction(
                 "t",
@@ -1466,19 +1584,84 @@ mod tests {
             ("rare", 20, 0, 1),
             ("none", 20, 0, 0),
         ] {
-            let mut query = search(family);
-            (query.count, query.offset) = (count, offset);
-            let searched = searched_resources(&store, &query).await;
-            assert_eq!(searched.len(), found, "{family} from {offset}");
-            let text = store.search_resources_json("t", &query).await.unwrap();
-            let as_json: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(as_json, Value::Array(searched), "{family} from {offset}");
+            // With a total, and without one, where the index rows are counted to choose.
+            for want_total in [true, false] {
+                let mut query = search(family);
+                (query.count, query.offset, query.want_total) = (count, offset, want_total);
+                let searched = searched_resources(store, &query).await;
+                assert_eq!(searched.len(), found, "{family} from {offset}");
+                let text = store.search_resources_json("t", &query).await.unwrap();
+                let as_json: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(as_json, Value::Array(searched), "{family} from {offset}");
+                let on_this_thread = store.search_resources_json_blocking("t", &query).unwrap().unwrap();
+                assert_eq!(on_this_thread, text, "{family} from {offset}");
+            }
         }
         // Another tenant's resources are not found.
         assert_eq!(
             store.search_resources_json("other", &search("even")).await.unwrap(),
             "[]"
         );
+        assert_eq!(
+            store
+                .search_resources_json_blocking("other", &search("even"))
+                .unwrap()
+                .unwrap(),
+            "[]"
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_on_the_calling_thread_see_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        for store in [
+            SqliteStore::in_memory().await.unwrap(),
+            SqliteStore::open(&dir.path().join("fhirop.db")).await.unwrap(),
+        ] {
+            let found = |store: &SqliteStore| {
+                let text = store
+                    .search_resources_json_blocking("t", &search("seen"))
+                    .unwrap()
+                    .unwrap();
+                let page: Vec<Value> = serde_json::from_str(&text).unwrap();
+                page.iter()
+                    .map(|resource| resource["id"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            };
+            // The reader is open before the writes, and stays open across them.
+            assert_eq!(found(&store), Vec::<String>::new());
+            patients(&store, 2, |_| "Seen").await;
+            assert_eq!(found(&store), expected(0..2));
+            let update = Write::Update {
+                resource: patient("p0000", "Other"),
+                if_match: None,
+            };
+            store.transaction("t", vec![update]).await.unwrap();
+            assert_eq!(found(&store), expected(1..2));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_on_the_calling_thread_waits_for_an_open_write_in_memory() {
+        let store = std::sync::Arc::new(SqliteStore::in_memory().await.unwrap());
+        patients(&store, 1, |_| "Before").await;
+        let mut connection = store.lease().await.unwrap();
+        let mut writing = begin_writing(&mut connection).await.unwrap();
+        sqlx::query("UPDATE resource_current SET deleted = 1")
+            .execute(&mut *writing)
+            .await
+            .unwrap();
+        // memdb refuses readers while a write is open: this one waits for the commit below,
+        // and reads what it committed, never a "database is locked".
+        let reader = std::sync::Arc::clone(&store);
+        let reading = std::thread::spawn(move || {
+            let mut query = search("before");
+            query.want_total = false;
+            reader.search_resources_json_blocking("t", &query).unwrap()
+        });
+        writing.commit().await.unwrap();
+        drop(connection);
+        assert_eq!(reading.join().unwrap().unwrap(), "[]");
     }
 
     #[tokio::test]
