@@ -11,6 +11,7 @@ use fhirop::store::{
     ReadResult, ResourceStore, SearchQuery, SearchResult, SortOrder, StoreError, StoredResource, Write, WriteResult,
 };
 use futures_util::future::BoxFuture;
+use rusqlite::types::ValueRef;
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 // Dynamic SQL here is assembled only from fixed table names and conditions with `?`
@@ -606,13 +607,18 @@ trait Reads {
 /// Through sqlx, on a connection leased for each statement: never blocks the caller.
 struct Leased<'s>(&'s SqliteStore);
 
-impl Reads for Leased<'_> {
-    async fn integer(&mut self, sql: String, values: &[SqlValue]) -> Result<i64, StoreError> {
-        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
+impl Leased<'_> {
+    async fn row(&self, sql: String, values: &[SqlValue]) -> Result<sqlx::sqlite::SqliteRow, StoreError> {
+        bind_all(sqlx::query(AssertSqlSafe(sql)), values)
             .fetch_one(&mut *self.0.lease().await?)
             .await
-            .map_err(database_error)?;
-        row.try_get(0).map_err(database_error)
+            .map_err(database_error)
+    }
+}
+
+impl Reads for Leased<'_> {
+    async fn integer(&mut self, sql: String, values: &[SqlValue]) -> Result<i64, StoreError> {
+        self.row(sql, values).await?.try_get(0).map_err(database_error)
     }
 
     async fn bytes<T>(
@@ -621,10 +627,7 @@ impl Reads for Leased<'_> {
         values: &[SqlValue],
         read: impl FnOnce(&[u8]) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), values)
-            .fetch_one(&mut *self.0.lease().await?)
-            .await
-            .map_err(database_error)?;
+        let row = self.row(sql, values).await?;
         read(row.try_get::<&[u8], _>(0).map_err(database_error)?)
     }
 }
@@ -656,8 +659,8 @@ impl Reads for OnThisThread<'_> {
             .map_err(direct_error)?
             .ok_or_else(|| StoreError::Database("a query that selects one row selected none".to_owned()))?;
         match row.get_ref(0).map_err(direct_error)? {
-            rusqlite::types::ValueRef::Text(bytes) | rusqlite::types::ValueRef::Blob(bytes) => read(bytes),
-            rusqlite::types::ValueRef::Null => read(&[]),
+            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => read(bytes),
+            ValueRef::Null => read(&[]),
             other => Err(StoreError::Database(format!(
                 "a query that selects text selected {:?}",
                 other.data_type()
