@@ -29,7 +29,7 @@ const STATEMENT_CACHE: usize = 64;
 const MAX_IDLE: usize = 16;
 
 /// Which database the connections open.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) enum Database {
     /// A database file.
     File(PathBuf),

@@ -11,7 +11,6 @@ use fhirop::store::{
     ReadResult, ResourceStore, SearchQuery, SearchResult, SortOrder, StoreError, StoredResource, Write, WriteResult,
 };
 use futures_util::future::BoxFuture;
-use rusqlite::types::ValueRef;
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 // Dynamic SQL here is assembled only from fixed table names and conditions with `?`
@@ -636,12 +635,23 @@ impl Reads for Leased<'_> {
 /// for the statement, and its futures never wait.
 struct OnThisThread<'c>(&'c rusqlite::Connection);
 
+impl OnThisThread<'_> {
+    fn row<T>(
+        &self,
+        sql: &str,
+        values: &[SqlValue],
+        read: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.0
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.query_row(rusqlite::params_from_iter(values), read))
+            .map_err(direct_error)
+    }
+}
+
 impl Reads for OnThisThread<'_> {
     async fn integer(&mut self, sql: String, values: &[SqlValue]) -> Result<i64, StoreError> {
-        self.0
-            .prepare_cached(&sql)
-            .and_then(|mut statement| statement.query_row(rusqlite::params_from_iter(values), |row| row.get(0)))
-            .map_err(direct_error)
+        self.row(&sql, values, |row| row.get(0))
     }
 
     async fn bytes<T>(
@@ -650,22 +660,9 @@ impl Reads for OnThisThread<'_> {
         values: &[SqlValue],
         read: impl FnOnce(&[u8]) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut statement = self.0.prepare_cached(&sql).map_err(direct_error)?;
-        let mut rows = statement
-            .query(rusqlite::params_from_iter(values))
-            .map_err(direct_error)?;
-        let row = rows
-            .next()
-            .map_err(direct_error)?
-            .ok_or_else(|| StoreError::Database("a query that selects one row selected none".to_owned()))?;
-        match row.get_ref(0).map_err(direct_error)? {
-            ValueRef::Text(bytes) | ValueRef::Blob(bytes) => read(bytes),
-            ValueRef::Null => read(&[]),
-            other => Err(StoreError::Database(format!(
-                "a query that selects text selected {:?}",
-                other.data_type()
-            ))),
-        }
+        self.row(&sql, values, |row| {
+            Ok(read(row.get_ref(0)?.as_bytes_or_null()?.unwrap_or_default()))
+        })?
     }
 }
 
